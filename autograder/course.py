@@ -1,0 +1,88 @@
+"""course.yml: the course, its assignments, points, limits, seeds and tolerances, loaded and validated."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError
+
+from autograder import REPO_ROOT
+
+DEFAULT_COURSE_FILE = REPO_ROOT / "course.yml"
+
+
+class CourseConfigError(Exception):
+    """course.yml is missing, is not YAML, or has a bad key or value; the message names it."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Limits(_Strict):
+    timeout_seconds: PositiveFloat = Field(description="wall-clock limit for grading one submission")
+    call_timeout_seconds: PositiveFloat = Field(description="wall-clock limit for one call of a student function")
+    memory_mb: PositiveInt = Field(description="address-space limit of the student process")
+    output_kb: PositiveInt = Field(description="how much student stdout/stderr is kept")
+
+
+class Tolerances(_Strict):
+    rtol: PositiveFloat
+    atol: float = Field(ge=0)
+
+
+class Assignment(_Strict):
+    id: str
+    title: str
+    notebooks: list[str] = Field(min_length=1)
+    due: datetime
+    limits: Limits
+    seed: int = Field(description="base of the per-student seeds of the hidden test inputs")
+    tolerances: Tolerances
+    points: dict[str, PositiveFloat] = Field(description="autograded function -> points", min_length=1)
+
+    @property
+    def max_score(self) -> float:
+        return float(sum(self.points.values()))
+
+
+class Course(_Strict):
+    course_id: str
+    title: str
+    solutions_dir: str = "solutions"
+    release_dir: str = "assignments"
+    assignments: list[Assignment] = Field(min_length=1)
+
+    def assignment(self, assignment_id: str) -> Assignment:
+        for assignment in self.assignments:
+            if assignment.id == assignment_id:
+                return assignment
+        known = ", ".join(a.id for a in self.assignments)
+        raise CourseConfigError(f"no assignment {assignment_id!r} in course.yml (it has: {known})")
+
+
+def _describe(error: ValidationError, path: Path) -> str:
+    lines = [f"{path}: invalid course configuration"]
+    for problem in error.errors():
+        key = ".".join(str(part) for part in problem["loc"]) or "(top level)"
+        lines.append(f"  {key}: {problem['msg']}")
+    return "\n".join(lines)
+
+
+def load_course(path: str | Path = DEFAULT_COURSE_FILE) -> Course:
+    """Read and validate course.yml; raise CourseConfigError naming the bad key."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CourseConfigError(f"{path}: file not found") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise CourseConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise CourseConfigError(f"{path}: expected a mapping at the top level")
+    try:
+        return Course.model_validate(data)
+    except ValidationError as exc:
+        raise CourseConfigError(_describe(exc, path)) from None

@@ -1,0 +1,51 @@
+"""What the kit reads from nbgrader notebooks: which cells are graded answers, which are set-up.
+
+The same rule is written into the released notebooks' `load_earlier_parts` cell (so a student's later parts can
+use their earlier functions without this package): a notebook's *answer code* is its code cells tagged `setup`
+(imports, constants, teaching helpers) and its nbgrader solution cells (the graded functions), in order.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+
+
+def read_notebook(path: str | Path) -> nbformat.NotebookNode:
+    return nbformat.read(str(path), as_version=nbformat.NO_CONVERT)
+
+
+def nbgrader_meta(cell) -> dict:
+    return cell.get("metadata", {}).get("nbgrader", {})
+
+
+def is_setup_cell(cell) -> bool:
+    return cell.get("cell_type") == "code" and "setup" in cell.get("metadata", {}).get("tags", [])
+
+
+def is_graded_function_cell(cell) -> bool:
+    """An autograded answer: a code cell that is an nbgrader solution cell and not a manually graded task."""
+    meta = nbgrader_meta(cell)
+    return cell.get("cell_type") == "code" and bool(meta.get("solution")) and not meta.get("grade")
+
+
+def is_written_answer_cell(cell) -> bool:
+    """A manually graded written answer (markdown solution cell with points)."""
+    meta = nbgrader_meta(cell)
+    return cell.get("cell_type") == "markdown" and bool(meta.get("solution")) and bool(meta.get("grade"))
+
+
+def answer_code(nb) -> list[str]:
+    """Sources of the setup and graded function cells, in notebook order."""
+    return [cell.source for cell in nb.cells if is_setup_cell(cell) or is_graded_function_cell(cell)]
+
+
+def graded_function_ids(nb) -> list[str]:
+    return [nbgrader_meta(cell)["grade_id"] for cell in nb.cells if is_graded_function_cell(cell)]
+
+
+def written_answers(nb) -> dict[str, float]:
+    """grade_id -> points of the manually graded written answers."""
+    return {nbgrader_meta(c)["grade_id"]: float(nbgrader_meta(c).get("points", 0)) for c in nb.cells
+            if is_written_answer_cell(c)}
