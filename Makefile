@@ -10,10 +10,13 @@ setup: $(VENV)/.setup-done
 $(VENV)/.setup-done: pyproject.toml scripts/setup.sh
 	bash scripts/setup.sh
 
-# Main job: check that the committed student release matches solutions/ (grading of the example class
-# is added with the grading engine).
+# Main job: check the committed release against solutions/, build the example class (examples/class.yml) and
+# grade it; the reports land in build/example_results/.
 demo: setup
 	$(PY) -m autograder release --check
+	rm -rf build/example_class
+	$(PY) -m autograder build-class examples/class.yml build/example_class
+	$(PY) -m autograder grade build/example_class --out build/example_results --jobs 2
 
 # The whole test suite, slow notebook executions included, on two workers.
 test: setup

@@ -54,5 +54,63 @@ def release(assignment: str, check: bool, course_file: Path):
         raise click.ClickException(str(exc)) from None
 
 
+@main.command("build-class")
+@click.argument("spec", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("dest", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--assignment", default="vanishing_gradients", show_default=True, help="Assignment id in course.yml.")
+@course_option
+def build_class_command(spec: Path, dest: Path, assignment: str, course_file: Path):
+    """Write the submissions described by SPEC (e.g. examples/class.yml) into DEST, one folder per student."""
+    from autograder.examples import SpecError, build_class
+
+    course = _load(course_file)
+    try:
+        students = build_class(spec, dest, course, assignment)
+    except SpecError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"Wrote {len(students)} submissions to {dest}")
+
+
+@main.command()
+@click.argument("submissions", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Where results go: OUT/<student>/results.json, feedback.html, OUT/grades.csv, OUT/summary.json.")
+@click.option("--jobs", "-j", default=1, show_default=True, type=click.IntRange(min=1),
+              help="How many submissions are graded at once.")
+@click.option("--timeout", type=click.FloatRange(min=1), default=None,
+              help="Wall-clock limit of one submission in seconds [default: course.yml's timeout_seconds].")
+@click.option("--resume", is_flag=True, help="Keep the results already in OUT; grade only the students missing.")
+@click.option("--assignment", default="vanishing_gradients", show_default=True, help="Assignment id in course.yml.")
+@course_option
+def grade(submissions: Path, out: Path, jobs: int, timeout: float | None, resume: bool, assignment: str,
+          course_file: Path):
+    """Grade every student folder in SUBMISSIONS (flat, or nbgrader's <student>/<assignment>/ layout)."""
+    from autograder.grade import GradeOptions, grade_batch
+    from autograder.sandbox import isolation_level
+
+    course = _load(course_file)
+    try:
+        spec = course.assignment(assignment)
+    except CourseConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    if out.resolve() == submissions.resolve() or submissions.resolve() in out.resolve().parents:
+        raise click.ClickException("--out must not be inside SUBMISSIONS")
+    isolation = isolation_level()
+    if isolation != "bubblewrap":
+        click.echo("warning: bubblewrap is not available here: student code runs as separate processes with "
+                   "resource limits only (no filesystem or network isolation). Install bubblewrap for full isolation.",
+                   err=True)
+    options = GradeOptions(spec, out, timeout or spec.limits.timeout_seconds, isolation)
+    summary = grade_batch(submissions, options, jobs=jobs, resume=resume)
+    click.echo(f"Graded {summary['students']} submissions of {spec.id} in {summary['wall_seconds']:.1f} s "
+               f"(isolation: {isolation}); mean {summary['mean_score']} / {summary['max_score']:g}, "
+               f"{summary['full_marks']} full marks, {summary['zero']} zero.")
+    if summary["grader_errors"]:
+        click.echo(f"Grader errors for: {', '.join(summary['grader_errors'])} (see OUT/<student>/grader_errors.txt)",
+                   err=True)
+    click.echo(f"Results: {out / '<student>' / 'results.json'}, feedback pages: {out / '<student>' / 'feedback.html'}")
+    click.echo(f"Grades: {out / 'grades.csv'}; summary: {out / 'summary.json'}")
+
+
 if __name__ == "__main__":
     main()

@@ -8,7 +8,9 @@ release byte for byte.
 from __future__ import annotations
 
 import filecmp
+import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -24,6 +26,11 @@ def build_release(course: Course, assignment_id: str, dest: Path, root: Path = R
     """Write the student version of `assignment_id` into `dest` (created or replaced)."""
     from nbgrader.apps import NbGraderAPI  # slow import (~4 s): only when releasing
     from traitlets.config import Config
+
+    # nbgrader's gradebook runs the `alembic` command, which sits beside this interpreter in its virtualenv.
+    scripts = str(Path(sys.executable).parent)
+    if scripts not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = scripts + os.pathsep + os.environ.get("PATH", "")
 
     source = root / course.solutions_dir / assignment_id
     if not source.is_dir():

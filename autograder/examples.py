@@ -1,0 +1,113 @@
+"""Build submission folders from a small spec, so example classes (and the test corpora) stay in step with
+solutions/: each student starts from the solutions or the release and applies a few exact edits.
+
+    students:
+      cleo_no_carry:
+        from: solutions            # or: release
+        layout: flat               # or: nbgrader (<student>/<assignment>/..., with a timestamp.txt)
+        edits:
+          - file: 1_bptt.ipynb
+            replace: "rnn_step_backward(dh[:, t] + carried, cache[t])"
+            with: "rnn_step_backward(dh[:, t], cache[t])"
+        drop: [5_long_range_pronoun.ipynb]   # leave notebooks out
+        as_python: true            # write each notebook's setup and answer cells as a .py file instead
+        add_cells:                 # appended code cells
+          - file: 1_bptt.ipynb
+            source: "print('hello')"
+        files:                     # extra files written verbatim
+          helpers.py: "def f(): ..."
+
+An edit's `replace` text must occur exactly once in the notebook's answer cells (so a changed solution breaks the spec loudly
+rather than silently producing a correct "mistake").
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import nbformat
+import yaml
+
+from autograder import REPO_ROOT
+from autograder.course import Course
+from autograder.notebook import answer_code, is_graded_function_cell
+
+
+class SpecError(Exception):
+    pass
+
+
+def _apply_edit(nb, edit: dict, student: str) -> None:
+    """Replace text in the student's answer cells (graded function cells), where the mistakes are made."""
+    answers = [cell for cell in nb.cells if is_graded_function_cell(cell)]
+    count = sum(cell.source.count(edit["replace"]) for cell in answers)
+    if count != 1:
+        raise SpecError(f"{student}: {edit['file']}: {edit['replace']!r} occurs {count} times in the answer cells, "
+                        "expected exactly once")
+    cell = next(cell for cell in answers if edit["replace"] in cell.source)
+    cell.source = cell.source.replace(edit["replace"], edit["with"])
+
+
+def build_student(name: str, spec: dict, course: Course, assignment_id: str, dest: Path, root: Path = REPO_ROOT,
+                  substitutions: dict[str, str] | None = None) -> Path:
+    """Write one student's folder; `substitutions` replaces placeholders (e.g. @PORT@) in added code and files."""
+    def substitute(text: str) -> str:
+        for key, value in (substitutions or {}).items():
+            text = text.replace(key, value)
+        return text
+
+    base = {"solutions": course.solutions_dir, "release": course.release_dir, None: None}[spec.get("from")]
+    folder = dest / name / assignment_id if spec.get("layout") == "nbgrader" else dest / name
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    notebooks = {}
+    if base is not None:
+        for path in sorted((root / base / assignment_id).glob("*.ipynb")):
+            notebooks[path.name] = nbformat.read(path, as_version=4)
+    for edit in spec.get("edits", []):
+        _apply_edit(notebooks[edit["file"]], edit, name)
+    for cell in spec.get("add_cells", []):
+        notebooks[cell["file"]].cells.append(nbformat.v4.new_code_cell(substitute(cell["source"])))
+    for file_name in spec.get("drop", []):
+        notebooks.pop(file_name)
+    for file_name, nb in notebooks.items():
+        if spec.get("as_python"):  # the same answer code, as a student's .py file
+            (folder / file_name.replace(".ipynb", ".py")).write_text("\n\n".join(answer_code(nb)) + "\n")
+        else:
+            nbformat.write(nb, folder / file_name)
+    for file_name, text in (spec.get("files") or {}).items():
+        target = folder / file_name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(text, dict) and "bytes_hex" in text:
+            target.write_bytes(bytes.fromhex(text["bytes_hex"]))
+        else:
+            target.write_text(substitute(text), encoding="utf-8")
+    if spec.get("layout") == "nbgrader":
+        (folder / "timestamp.txt").write_text("2026-12-18 20:15:00.000000 UTC\n")
+    return folder
+
+
+def load_spec(path: Path) -> dict:
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    if not isinstance(data, dict) or not isinstance(data.get("students"), dict):
+        raise SpecError(f"{path}: expected a mapping with 'students'")
+    return data
+
+
+def build_class(spec_path: Path, dest: Path, course: Course, assignment_id: str = "vanishing_gradients",
+                substitutions: dict[str, str] | None = None) -> list[str]:
+    spec = load_spec(spec_path)
+    dest.mkdir(parents=True, exist_ok=True)
+    for name, student in spec["students"].items():
+        build_student(name, student or {}, course, assignment_id, dest, substitutions=substitutions)
+    return list(spec["students"])
+
+
+def expectations(spec_path: Path) -> dict[str, dict]:
+    """What each student of a spec is expected to score: {name: {"score": ..., "lose": [...], "keep": [...]}}."""
+    return {name: (s or {}).get("expect", {}) for name, s in load_spec(spec_path)["students"].items()}
+
+
+

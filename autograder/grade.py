@@ -1,0 +1,267 @@
+"""`autograder grade`: grade a folder of submissions and write per-student results, grades.csv, feedback pages
+and a run summary.
+
+The batch process only reads folders and writes reports. Each student is graded in a worker process (trusted:
+it holds the reference and the hidden graders) that starts the student's sandbox and runs the pytest graders
+against it. A student's files are written atomically (results.json last), so an interrupted run never leaves a
+half-written result and `--resume` grades only who is missing.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import csv
+import json
+import multiprocessing
+import os
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+from autograder import REPO_ROOT
+from autograder.course import Assignment
+
+GRADERS_DIR = Path(__file__).resolve().parent / "graders"
+RESULTS_FILE = "results.json"
+
+
+@dataclass(frozen=True)
+class GradeOptions:
+    assignment: Assignment
+    out: Path
+    timeout: float        # wall clock for one submission
+    isolation: str        # what the sandbox uses: "bubblewrap" or "process"
+
+
+def write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def empty_tests(assignment: Assignment, message: str) -> list[dict]:
+    """One zero-score entry per graded function, for a submission that could not be graded at all."""
+    return [{"name": f"{function}: could not be graded", "score": 0.0, "max_score": float(points),
+             "status": "failed", "output": message, "visibility": "visible", "tags": [function]}
+            for function, points in assignment.points.items()]
+
+
+def results_document(student: str, tests: list[dict], options: GradeOptions, seconds: float, notes: list[str],
+                     load_report: list[dict], files: list[str]) -> dict:
+    """Gradescope's results.json schema, with our extra data under extra_data."""
+    score = round(sum(t["score"] for t in tests), 6)
+    lines = [f"Score: {score:g} / {options.assignment.max_score:g}"]
+    lines += notes
+    for problem in load_report:
+        where = f"{problem['file']}" + (f", cell {problem['index']}" if problem.get("index") is not None else "")
+        lines.append(f"{where}: {problem['error']}")
+    return {
+        "score": score,
+        "max_score": options.assignment.max_score,
+        "execution_time": round(seconds, 3),
+        "output": "\n".join(lines),
+        "visibility": "visible",
+        "stdout_visibility": "hidden",
+        "tests": tests,
+        "extra_data": {"student": student, "assignment": options.assignment.id, "isolation": options.isolation,
+                       "files": files, "load_errors": load_report},
+    }
+
+
+def grade_one(student: str, folder: str, options: GradeOptions) -> dict:
+    """Grade one student (in a worker process) and write their files; returns their results document."""
+    from autograder.feedback import write_feedback
+    from autograder.pytest_plugin import ECHO_SOURCE, GradingContext, run_graders
+    from autograder.sandbox import LoadUnit, Sandbox, SandboxLimits
+    from autograder.submission import Submission, private_copy, read_submission
+
+    started = time.monotonic()
+    out_dir = options.out / student
+    limits = options.assignment.limits
+    submission = read_submission(Submission(student, Path(folder)))
+    notes = [f"Isolation: {options.isolation}."] + submission.problems
+    grader_errors, load_report, output = [], [], ""
+    if not submission.units:
+        tests = empty_tests(options.assignment, "nothing in the submission could be loaded: "
+                            + "; ".join(submission.problems))
+    else:
+        with tempfile.TemporaryDirectory(prefix="vg-work-") as scratch:
+            workdir = Path(scratch) / "work"
+            notes += private_copy(submission, workdir)
+            units = submission.units + [LoadUnit(file="(autograder)", index=None, source=ECHO_SOURCE, kind="module")]
+            sandbox_limits = SandboxLimits(call_timeout=limits.call_timeout_seconds, memory_mb=limits.memory_mb,
+                                           cpu_seconds=int(options.timeout) + 5, output_bytes=limits.output_kb * 1024)
+            with Sandbox(workdir, units, sandbox_limits) as sandbox:
+                load_report = [r for r in sandbox.load_report if r.get("file") != "(autograder)"]
+                context = GradingContext(student, sandbox, dict(options.assignment.points), options.assignment.seed,
+                                         _tolerance(options), deadline=started + options.timeout)
+                run_graders(context, str(GRADERS_DIR))
+                output = sandbox.output()
+        grader_errors = context.collection_errors + [f"{r.name}:\n{r.grader_error}" for r in context.results
+                                                     if r.grader_error]
+        tests = [{"name": r.name, "score": round(r.score, 6), "max_score": round(r.max_score, 6),
+                  "status": r.status, "output": r.output, "visibility": "visible", "tags": [r.function]}
+                 for r in context.results]
+        if context.collection_errors:
+            tests = empty_tests(options.assignment, "internal grader error: the graders could not be collected")
+    document = results_document(student, tests, options, time.monotonic() - started, notes, load_report,
+                                submission.files)
+    write_atomic(out_dir / "output.txt", output or "(no output)\n")
+    if grader_errors:
+        write_atomic(out_dir / "grader_errors.txt", "\n\n".join(grader_errors))
+    write_feedback(out_dir / "feedback.html", document)
+    write_atomic(out_dir / RESULTS_FILE, json.dumps(document, indent=2, allow_nan=False))
+    return document
+
+
+def _tolerance(options: GradeOptions):
+    from autograder.checks import Tolerance
+
+    return Tolerance(options.assignment.tolerances.rtol, options.assignment.tolerances.atol)
+
+
+def crash_document(student: str, options: GradeOptions, error: str) -> dict:
+    """When the grader itself failed for this student: zero with a message, so the batch still has everyone."""
+    tests = empty_tests(options.assignment, "internal grader error while grading this submission; the instructor "
+                        "has the details")
+    document = results_document(student, tests, options, 0.0, [f"Isolation: {options.isolation}."], [], [])
+    out_dir = options.out / student
+    write_atomic(out_dir / "grader_errors.txt", error)
+    from autograder.feedback import write_feedback
+
+    write_feedback(out_dir / "feedback.html", document)
+    write_atomic(out_dir / RESULTS_FILE, json.dumps(document, indent=2))
+    return document
+
+
+def _grade_in_worker(student: str, folder: str, options: GradeOptions) -> dict:
+    try:
+        return grade_one(student, folder, options)
+    except Exception:  # a bug of ours must not lose this student's result
+        return crash_document(student, options, traceback.format_exc())
+
+
+def already_graded(out: Path, student: str) -> dict | None:
+    try:
+        return json.loads((out / student / RESULTS_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def write_grades_csv(out: Path, documents: dict[str, dict], assignment: Assignment) -> Path:
+    functions = list(assignment.points)
+    rows = []
+    for student in sorted(documents):
+        doc = documents[student]
+        per_function = {f: 0.0 for f in functions}
+        for test in doc["tests"]:
+            function = (test.get("tags") or [test["name"].split(":")[0]])[0]
+            if function in per_function:
+                per_function[function] += test["score"]
+        rows.append([student, f"{doc['score']:g}", f"{doc['max_score']:g}",
+                     *(f"{per_function[f]:.6g}" for f in functions)])
+    path = out / "grades.csv"
+    tmp = out / ".grades.csv.tmp"
+    with open(tmp, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["student", "score", "max_score", *functions])
+        writer.writerows(rows)
+    os.replace(tmp, path)
+    return path
+
+
+def write_summary(out: Path, documents: dict[str, dict], options: GradeOptions, seconds: float) -> dict:
+    scores = [d["score"] for d in documents.values()]
+    summary = {
+        "assignment": options.assignment.id,
+        "students": len(documents),
+        "max_score": options.assignment.max_score,
+        "mean_score": round(sum(scores) / len(scores), 4) if scores else None,
+        "full_marks": sum(1 for s in scores if s >= options.assignment.max_score - 1e-9),
+        "zero": sum(1 for s in scores if s == 0),
+        "isolation": options.isolation,
+        "wall_seconds": round(seconds, 2),
+        "grader_errors": sorted(s for s in documents if (out / s / "grader_errors.txt").exists()),
+    }
+    write_atomic(out / "summary.json", json.dumps(summary, indent=2))
+    return summary
+
+
+class Progress:
+    """A progress bar on a terminal, plain lines in CI logs."""
+
+    def __init__(self, total: int):
+        self.total, self.done = total, 0
+        self.bar = None
+        if sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, unit="student", file=sys.stderr)
+
+    def update(self, student: str, document: dict) -> None:
+        self.done += 1
+        if self.bar is not None:
+            self.bar.set_postfix_str(f"{student} {document['score']:g}/{document['max_score']:g}")
+            self.bar.update(1)
+        else:
+            print(f"[{self.done}/{self.total}] {student}: {document['score']:g}/{document['max_score']:g}",
+                  file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def grade_batch(submissions_dir: Path, options: GradeOptions, jobs: int = 1, resume: bool = False) -> dict:
+    from autograder.submission import find_submissions
+
+    started = time.monotonic()
+    options.out.mkdir(parents=True, exist_ok=True)
+    submissions = find_submissions(submissions_dir, options.assignment.id)
+    documents: dict[str, dict] = {}
+    pending = []
+    for sub in submissions:
+        previous = already_graded(options.out, sub.student) if resume else None
+        if previous is not None:
+            documents[sub.student] = previous
+        else:
+            pending.append(sub)
+    progress = Progress(len(pending))
+    # Workers are spawned fresh (no state inherited from this process) and each grades students one after another.
+    context = multiprocessing.get_context("spawn")
+    remaining = {sub.student: sub for sub in pending}
+    attempts = {sub.student: 0 for sub in pending}
+    while remaining:
+        with concurrent.futures.ProcessPoolExecutor(max_workers=max(1, jobs), mp_context=context) as pool:
+            futures = {pool.submit(_grade_in_worker, s.student, str(s.folder), options): s.student
+                       for s in remaining.values()}
+            try:
+                for future in concurrent.futures.as_completed(futures):
+                    student = futures[future]
+                    try:
+                        document = future.result()
+                    except concurrent.futures.process.BrokenProcessPool:
+                        raise
+                    except Exception:
+                        document = crash_document(student, options, traceback.format_exc())
+                    documents[student] = document
+                    remaining.pop(student, None)
+                    progress.update(student, document)
+            except concurrent.futures.process.BrokenProcessPool:
+                # A worker died (it should not: student code runs in its own sandbox). Retry who is left in a
+                # fresh pool; after two failed attempts a student gets an error result rather than stopping the batch.
+                for student in list(remaining):
+                    attempts[student] += 1
+                    if attempts[student] >= 2:
+                        documents[student] = crash_document(student, options, "the grading worker died twice")
+                        progress.update(student, documents[student])
+                        remaining.pop(student)
+    progress.close()
+    write_grades_csv(options.out, documents, options.assignment)
+    return write_summary(options.out, documents, options, time.monotonic() - started)

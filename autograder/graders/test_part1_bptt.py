@@ -1,0 +1,90 @@
+"""Part 1: BPTT for a tanh RNN. One test per output, so one wrong gradient costs only its own points."""
+
+from __future__ import annotations
+
+import pytest
+
+from autograder.checks import call, expect_array, expect_unmodified, unpack
+from autograder.graders.conftest import (GRADS, check_each, collect, forward_args, reference_cache, student_forward,
+                                         usable_or)
+from autograder.pytest_plugin import graded
+
+STEP_INPUTS = ["x", "prev_h", "Wx", "Wh", "b"]
+STEP_GRADS = ["dx", "dprev_h", "dWx", "dWh", "db"]
+
+
+def step_args(case):
+    x, h0, Wx, Wh, b = forward_args(case)
+    return x[:, 0], h0, Wx, Wh, b
+
+
+@pytest.fixture(scope="session")
+def step_backward_results(student, ref, rnn_cases):
+    def run(case):
+        args = step_args(case)
+        next_h, cache = unpack(call(student.rnn_step_forward, *args, case=case), ["next_h", "cache"],
+                               "rnn_step_forward", case)
+        dnext = case.inputs["dh"][:, 0]
+        got = unpack(call(student.rnn_step_backward, dnext, cache, case=case), STEP_GRADS, "rnn_step_backward", case)
+        x, prev_h, Wx, Wh, _ = args
+        want = ref.rnn_step_backward(dnext, (x, prev_h, Wx, Wh, usable_or(next_h, ref.rnn_step_forward(*args)[0])))
+        return got, want
+
+    return collect(rnn_cases, run)
+
+
+@pytest.fixture(scope="session")
+def backward_results(student, ref, rnn_cases):
+    def run(case):
+        h, cache = student_forward(student, case, "rnn_backward")
+        got = unpack(call(student.rnn_backward, case.inputs["dh"], cache, case=case), GRADS, "rnn_backward", case)
+        x, h0, Wx, Wh, b = forward_args(case)
+        states = usable_or(h, ref.rnn_forward(x, h0, Wx, Wh, b)[0])
+        return got, ref.rnn_backward(case.inputs["dh"], reference_cache(x, h0, Wx, Wh, states))
+
+    return collect(rnn_cases, run)
+
+
+@graded("rnn_step_forward", "next_h on random inputs")
+def test_step_forward(student, ref, rnn_cases, tol):
+    for case in rnn_cases:
+        next_h, _ = unpack(call(student.rnn_step_forward, *step_args(case), case=case), ["next_h", "cache"],
+                           "rnn_step_forward", case)
+        expect_array(next_h, ref.rnn_step_forward(*step_args(case))[0], "next_h", case, tol)
+
+
+@graded("rnn_step_forward", "right next_h, inputs left unchanged")
+def test_step_forward_unmodified(student, ref, rnn_cases, tol):
+    case = rnn_cases[-1]
+    result, after = call(student.rnn_step_forward.echo, *step_args(case), case=case)
+    next_h, _ = unpack(result, ["next_h", "cache"], "rnn_step_forward", case)
+    expect_array(next_h, ref.rnn_step_forward(*step_args(case))[0], "next_h", case, tol)
+    expect_unmodified(after, list(step_args(case)), STEP_INPUTS, "rnn_step_forward", case)
+
+
+@graded("rnn_step_backward", "{name} on random inputs, with your own forward cache")
+@pytest.mark.parametrize("index,name", list(enumerate(STEP_GRADS)))
+def test_step_backward(step_backward_results, tol, index, name):
+    check_each(step_backward_results, lambda case, out: expect_array(out[0][index], out[1][index], name, case, tol))
+
+
+@graded("rnn_forward", "h on random sequences (non-zero h0, T = 1 and T > 10)")
+def test_forward(student, ref, rnn_cases, tol):
+    for case in rnn_cases:
+        h, _ = unpack(call(student.rnn_forward, *forward_args(case), case=case), ["h", "cache"], "rnn_forward", case)
+        expect_array(h, ref.rnn_forward(*forward_args(case))[0], "h", case, tol)
+
+
+@graded("rnn_forward", "right h, inputs left unchanged")
+def test_forward_unmodified(student, ref, rnn_cases, tol):
+    case = rnn_cases[-1]
+    result, after = call(student.rnn_forward.echo, *forward_args(case), case=case)
+    h, _ = unpack(result, ["h", "cache"], "rnn_forward", case)
+    expect_array(h, ref.rnn_forward(*forward_args(case))[0], "h", case, tol)
+    expect_unmodified(after, list(forward_args(case)), ["x", "h0", "Wx", "Wh", "b"], "rnn_forward", case)
+
+
+@graded("rnn_backward", "{name} on random sequences, with your own forward cache")
+@pytest.mark.parametrize("index,name", list(enumerate(GRADS)))
+def test_backward(backward_results, tol, index, name):
+    check_each(backward_results, lambda case, out: expect_array(out[0][index], out[1][index], name, case, tol))

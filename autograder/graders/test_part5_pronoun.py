@@ -1,0 +1,114 @@
+"""Part 5: the long-range pronoun example. make_agreement_data is random by design, so it is graded by the
+properties the README's contract fixes (layout, labels, determinism); one_hot and antecedent_gradient_ratio
+against the reference."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from autograder.checks import Case, GradingFailure, call, describe, expect_array, expect_float, expect_raises, unpack
+from autograder.pytest_plugin import graded
+
+
+def agreement_data(student, n, distance, seed, case):
+    tokens, labels = unpack(call(student.make_agreement_data, n, distance, seed, case=case), ["tokens", "labels"],
+                            "make_agreement_data", case)
+    for name, value, shape in (("tokens", tokens, (n, distance + 2)), ("labels", labels, (n,))):
+        if not isinstance(value, np.ndarray) or value.dtype != np.int64:
+            raise GradingFailure(f"{name} in {case}: expected an int64 array, got {describe(value)}")
+        if value.shape != shape:
+            raise GradingFailure(f"{name} in {case}: wrong shape {value.shape}, expected {shape}")
+    return tokens, labels
+
+
+@graded("make_agreement_data", "layout: a name, `distance` fillers, the query token; labels from the name")
+def test_layout(student, ref, context):
+    names = np.arange(len(ref.NAMES))
+    fillers = np.arange(len(ref.NAMES), len(ref.NAMES) + len(ref.FILLERS))
+    query = ref.VOCAB.index(ref.QUERY)
+    seed = int(context.rng("agreement").integers(1000))
+    for n, distance in [(64, 5), (40, 0), (8, 30)]:
+        case = Case(f"n={n}, distance={distance}, seed={seed}")
+        tokens, labels = agreement_data(student, n, distance, seed, case)
+        if not np.all(np.isin(tokens[:, 0], names)):
+            raise GradingFailure(f"tokens[:, 0] in {case}: must be name ids")
+        if not np.all(np.isin(tokens[:, 1:distance + 1], fillers)):
+            raise GradingFailure(f"tokens[:, 1:distance + 1] in {case}: must be filler ids")
+        if not np.all(tokens[:, -1] == query):
+            raise GradingFailure(f"tokens[:, -1] in {case}: must be the QUERY id")
+        if not np.array_equal(labels, (tokens[:, 0] >= len(ref.NAMES) // 2).astype(np.int64)):
+            raise GradingFailure(f"labels in {case}: must be 0 for the first half of NAMES ('he'), 1 otherwise")
+
+
+@graded("make_agreement_data", "names and fillers drawn at random, both labels present, same seed same data")
+def test_randomness(student, ref):
+    case = Case("n=400, distance=6, seeds 3 and 4")
+    a = agreement_data(student, 400, 6, 3, case)
+    b = agreement_data(student, 400, 6, 3, case)
+    c = agreement_data(student, 400, 6, 4, case)
+    if not all(np.array_equal(x, y) for x, y in zip(a, b)):
+        raise GradingFailure("make_agreement_data: the same seed must give the same data")
+    if np.array_equal(a[0], c[0]):
+        raise GradingFailure("make_agreement_data: different seeds gave the same tokens")
+    if len(np.unique(a[0][:, 0])) < len(ref.NAMES) or len(np.unique(a[0][:, 1:-1])) < len(ref.FILLERS) // 2:
+        raise GradingFailure("make_agreement_data: names and fillers should be drawn from all of NAMES and FILLERS")
+    if not 0.3 < a[1].mean() < 0.7:
+        raise GradingFailure("make_agreement_data: labels should be balanced (names drawn uniformly)")
+
+
+@graded("make_agreement_data", "raises ValueError for n < 1, distance < 0 and non-integer arguments")
+def test_agreement_value_errors(student):
+    for args in [(0, 3), (5, -1), (5.0, 3), (5, 2.5), (True, 3)]:
+        expect_raises(student.make_agreement_data, args, "ValueError", f"make_agreement_data{args}")
+
+
+@graded("one_hot", "one-hot encoding of random token arrays")
+def test_one_hot(student, ref, context, tol):
+    rng = context.rng("one hot")
+    for i, (N, T, V) in enumerate([(3, 5, 25), (1, 1, 4), (4, 9, 7)], 1):
+        tokens = rng.integers(0, V, size=(N, T))
+        case = Case(f"case {i} (tokens of shape {(N, T)}, vocab_size={V})")
+        expect_array(call(student.one_hot, tokens, V, case=case), ref.one_hot(tokens, V), "one_hot", case, tol)
+
+
+@graded("one_hot", "raises ValueError for ids outside [0, vocab_size) and for float tokens")
+def test_one_hot_errors(student):
+    for tokens, V, label in [(np.array([[0, 5]]), 5, "an id equal to vocab_size"),
+                             (np.array([[-1, 2]]), 5, "a negative id"),
+                             (np.array([[0.0, 1.0]]), 5, "a float array")]:
+        expect_raises(student.one_hot, (tokens, V), "ValueError", f"one_hot with {label}")
+
+
+def ratio_cases(rng, ref) -> list[Case]:
+    cases = []
+    for i, (N, distance, H, scale) in enumerate([(3, 4, 6, 1.0), (2, 10, 5, 1.5), (4, 7, 8, 0.6)], 1):
+        tokens, _ = ref.make_agreement_data(N, distance, seed=int(rng.integers(10_000)))
+        x = ref.one_hot(tokens, len(ref.VOCAB))
+        D = x.shape[2]
+        inputs = {"x": x, "h0": rng.standard_normal((N, H)) * 0.3, "Wx": rng.standard_normal((D, H)) * 0.5,
+                  "Wh": rng.standard_normal((H, H)) * scale / np.sqrt(H), "b": rng.standard_normal(H) * 0.1,
+                  "dout": rng.standard_normal((N, H))}
+        cases.append(Case(f"case {i} (N={N}, distance={distance}, H={H})", inputs))
+    return cases
+
+
+def ratio_args(case):
+    p = case.inputs
+    return p["x"], p["h0"], p["Wx"], p["Wh"], p["b"], p["dout"]
+
+
+@graded("antecedent_gradient_ratio", "full BPTT ratio on one-hot agreement sequences")
+def test_ratio_full(student, ref, context, tol):
+    for case in ratio_cases(context.rng("ratio"), ref):
+        expect_float(call(student.antecedent_gradient_ratio, *ratio_args(case), case=case),
+                     ref.antecedent_gradient_ratio(*ratio_args(case)), "the ratio", case, tol)
+
+
+@graded("antecedent_gradient_ratio", "truncated: 0.0 when k2 < T - 1, the full ratio when k2 >= T")
+def test_ratio_truncated(student, ref, context, tol):
+    for case in ratio_cases(context.rng("ratio truncated"), ref):
+        T = case.inputs["x"].shape[1]
+        for k2 in (2, T):
+            labelled = Case(f"{case.label}, k2={k2}")
+            expect_float(call(student.antecedent_gradient_ratio, *ratio_args(case), k2, case=labelled),
+                         ref.antecedent_gradient_ratio(*ratio_args(case), k2), "the ratio", labelled, tol)

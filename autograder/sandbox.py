@@ -1,0 +1,969 @@
+"""The one place where student code runs: a child process, under bubblewrap where available, with rlimits.
+
+The trusted grader holds reference values and hidden tests, so student code never runs in its process.
+A `Sandbox` starts a child (autograder/sandbox_worker.py), loads the student's code units into one
+namespace, and executes calls on request. Only plain data comes back (arrays of bool/int/float, numbers,
+strings, tuples and lists of those), re-built here from validated bytes, never unpickled; everything else
+stays in the child and is represented by a `Handle` that later calls can pass back.
+
+    with Sandbox(workdir, units, SandboxLimits(call_timeout=10)) as sb:
+        h, cache = sb.call("rnn_forward", x, h0, Wx, Wh, b)     # cache may be a Handle
+        grads = sb.call("rnn_backward", dh, cache)
+
+Isolation levels (`isolation_level()`):
+- "bubblewrap": new pid/net/ipc/uts namespaces; a filesystem that shows only /usr, /etc, the Python
+  installation and virtualenv (read-only), a private /tmp and the student's work folder; the student runs
+  as nobody (uid 65534) without capabilities. The repository, other students and the grader's output are
+  not visible, the network is unreachable, and when the sandbox ends every process in it dies.
+- "process": no bubblewrap (a laptop, macOS, a container without namespaces): a separate process and the
+  same rlimits, but the student can read what the grader's user can read. The caller should say so.
+
+Calls on one Sandbox are serialized by a lock. The child is told to die with its parent through
+PR_SET_PDEATHSIG (and bwrap --die-with-parent), which the kernel ties to the *thread* that started it: use a
+Sandbox in a thread that outlives it (the main thread, or a pool thread), not in a short-lived thread.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import functools
+import json
+import os
+import resource
+import secrets
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import weakref
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from autograder import sandbox_worker as wire  # wire-format constants only; the worker runs elsewhere
+
+__all__ = ["Sandbox", "LoadUnit", "Handle", "SandboxLimits", "StudentError", "StudentException",
+           "StudentTimeout", "StudentCrashed", "MissingFunction", "InvalidResult", "isolation_level"]
+
+NOBODY = 65534
+SANDBOX_WORKDIR = "/home/student/work"  # where the student's folder appears inside bubblewrap
+SANDBOX_WORKER = "/sandbox/worker.py"
+MARKER_VAR = "AUTOGRADER_SANDBOX_ID"  # per-sandbox environment marker, used to find stray processes
+MAX_TEXT = 4096  # cap on error messages and tracebacks from the child
+MAX_TYPE_NAME = 100
+MAX_STR = 1 << 20  # cap on one string inside a returned value
+MAX_NDIM = 32
+TRUNCATED = "\n[... output truncated ...]\n"
+START_TIMEOUT = 30.0  # the child must say hello within this (python start-up, before any student code)
+
+
+# ---------------------------------------------------------------------------------------------- errors
+class StudentError(Exception):
+    """Something the student's code did; the grader charges it to the test that made the call."""
+
+
+class StudentException(StudentError):
+    """The student's function (or unit) raised; type_name e.g. "ValueError"."""
+
+    def __init__(self, type_name: str, message: str, traceback: str):
+        super().__init__(f"{type_name}: {message}" if message else type_name)
+        self.type_name = type_name
+        self.message = message
+        self.traceback = traceback
+
+
+class StudentTimeout(StudentError):
+    """A call ran past its wall-clock limit; the student process was killed."""
+
+
+class StudentCrashed(StudentError):
+    """The student process died (signal, os._exit, rlimit, closed pipes) during a call."""
+
+
+class MissingFunction(StudentError):
+    """The requested name is not defined in the student's namespace, or is not callable."""
+
+
+class InvalidResult(StudentError):
+    """The child sent back something malformed or too large; never a value."""
+
+
+# ------------------------------------------------------------------------------------------- data types
+@dataclass(frozen=True)
+class SandboxLimits:
+    call_timeout: float = 10.0  # wall clock for one call or one unit, seconds
+    memory_mb: int = 2048  # RLIMIT_AS (torch needs ~640 MB just to import)
+    cpu_seconds: int = 120  # RLIMIT_CPU per process (soft = hard, so it cannot be caught)
+    output_bytes: int = 262144  # student stdout+stderr kept
+    file_bytes: int = 64 * 2**20  # RLIMIT_FSIZE: largest file the student may write
+    open_files: int = 256  # RLIMIT_NOFILE
+    processes: int = 256  # RLIMIT_NPROC, counted over all processes of uid 65534 on the machine
+    reply_bytes: int = 64 * 2**20  # largest reply accepted from the child
+
+
+@dataclass(frozen=True)
+class LoadUnit:
+    file: str  # file name relative to the work folder, e.g. "1_bptt.ipynb"
+    index: int | None  # notebook code-cell number, None for a whole .py module
+    source: str
+    kind: str  # "cell" or "module"
+
+
+class Handle:
+    """An object that stays in the student process (a cache, an odd return value); pass it back to `call`."""
+
+    __slots__ = ("type_name", "id", "_owner", "_generation")
+
+    def __init__(self, type_name: str, id: int, owner: object, generation: int):
+        self.type_name = type_name  # reported by the child: untrusted text
+        self.id = id
+        self._owner = owner
+        self._generation = generation
+
+    def __repr__(self) -> str:
+        return f"<Handle #{self.id} to a student object of type {self.type_name!r}>"
+
+
+# ------------------------------------------------------------------------------------ isolation level
+def isolation_level() -> str:
+    """ "bubblewrap" if bubblewrap really works here (checked once), else "process".
+
+    AUTOGRADER_ISOLATION=process forces the process level; AUTOGRADER_ISOLATION=bubblewrap makes a missing
+    bubblewrap an error instead of a silent downgrade.
+    """
+    wanted = os.environ.get("AUTOGRADER_ISOLATION", "").strip().lower()
+    if wanted == "process":
+        return "process"
+    problem = _bwrap_problem()
+    if problem is None:
+        return "bubblewrap"
+    if wanted == "bubblewrap":
+        raise RuntimeError(f"AUTOGRADER_ISOLATION=bubblewrap, but bubblewrap does not work here: {problem}")
+    return "process"
+
+
+@functools.cache
+def _bwrap_problem() -> str | None:
+    """Runs bubblewrap with the real flags on a trivial Python command; None if it worked, else why not."""
+    if not sys.platform.startswith("linux"):
+        return "not Linux"
+    if shutil.which("bwrap") is None:
+        return "bwrap is not installed"
+    if os.geteuid() == 0 and shutil.which("setpriv") is None:
+        return "setpriv is not installed"
+    package = Path(__file__).resolve().parent
+    for d in _python_dirs():
+        if package.is_relative_to(d):
+            return f"the Python installation {d} contains the autograder package; it cannot be shown to students"
+    with tempfile.TemporaryDirectory(prefix="agsb-probe-") as tmp:
+        work = Path(tmp) / "work"
+        work.mkdir()
+        worker = Path(tmp) / "worker.py"
+        worker.write_text("")
+        check = f"import os, sys; sys.exit(0 if os.getuid() == {NOBODY} or {os.geteuid() != 0} else 1)"
+        argv = _bwrap_argv(work, worker, 64 * 2**20) + [sys.executable, "-I", "-S", "-c", check]
+        try:
+            run = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=30,
+                                 env={"PATH": "/usr/bin:/bin"})
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return f"bwrap failed to run: {exc}"
+        if run.returncode != 0:
+            return f"bwrap exited with status {run.returncode}: {run.stderr.decode(errors='replace')[:500]}"
+    return None
+
+
+def _python_dirs() -> list[str]:
+    """The Python installation and virtualenv to show read-only inside the sandbox (not under /usr)."""
+    dirs = {sys.prefix, sys.exec_prefix, sys.base_prefix, sys.base_exec_prefix,
+            os.path.dirname(os.path.realpath(sys.executable))}
+    dirs = sorted(os.path.abspath(d) for d in dirs)
+    keep: list[str] = []
+    for d in dirs:
+        if d.startswith(("/usr/", "/etc/")) or d in ("/usr", "/etc"):
+            continue
+        if not any(d == k or d.startswith(k + "/") for k in keep):
+            keep.append(d)
+    return keep
+
+
+def _bwrap_argv(workdir: Path, worker: Path, tmp_bytes: int) -> list[str]:
+    """bwrap [+ setpriv] command prefix: an allow-list filesystem, no network, drop to nobody."""
+    argv = [shutil.which("bwrap") or "bwrap"]
+    if os.geteuid() == 0:
+        # Every namespace but the user one: a user namespace created by root maps only uid 0, so setpriv could
+        # not become nobody, and RLIMIT_NPROC would not apply. As root, bwrap needs no user namespace.
+        argv += ["--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try"]
+    else:
+        argv += ["--unshare-all", "--uid", str(NOBODY), "--gid", str(NOBODY)]
+    argv += ["--die-with-parent", "--new-session", "--hostname", "sandbox",
+             "--ro-bind", "/usr", "/usr", "--ro-bind", "/etc", "/etc"]
+    for name in ("bin", "sbin", "lib", "lib32", "lib64", "libx32"):
+        path = "/" + name
+        if os.path.islink(path):  # merged /usr (Debian 12): recreate the symlinks
+            argv += ["--symlink", os.readlink(path), path]
+        elif os.path.isdir(path):
+            argv += ["--ro-bind", path, path]
+    argv += ["--proc", "/proc", "--dev", "/dev",
+             "--perms", "1777", "--size", str(tmp_bytes), "--tmpfs", "/tmp",
+             "--perms", "1777", "--size", str(max(tmp_bytes // 4, 2**20)), "--tmpfs", "/dev/shm"]
+    made = {"/", "/usr", "/etc", "/tmp", "/dev", "/proc"}
+
+    def parents(path: str) -> list[str]:
+        # bwrap creates missing parents with mode 0700, which nobody cannot cross: create them 0755 first.
+        out = []
+        for parent in reversed(Path(path).parents):
+            p = str(parent)
+            if p not in made:
+                made.add(p)
+                out += ["--perms", "0755", "--dir", p]
+        return out
+
+    for d in _python_dirs():
+        argv += parents(d) + ["--ro-bind", d, d]
+    argv += parents(SANDBOX_WORKER) + ["--ro-bind", str(worker), SANDBOX_WORKER]
+    argv += parents(SANDBOX_WORKDIR) + ["--bind", str(workdir), SANDBOX_WORKDIR, "--chdir", SANDBOX_WORKDIR]
+    if os.geteuid() == 0:
+        argv += ["--", shutil.which("setpriv") or "/usr/bin/setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}",
+                 "--clear-groups", "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs"]
+    else:
+        argv += ["--"]
+    return argv
+
+
+# -------------------------------------------------------------------------------------- child process
+_PR_SET_PDEATHSIG = 1
+try:
+    _prctl = ctypes.CDLL(None, use_errno=True).prctl
+except (OSError, AttributeError):  # not Linux
+    _prctl = None
+
+
+def _preexec(limits: SandboxLimits):
+    """Runs in the forked child before exec: rlimits (inherited by bwrap, setpriv, python, descendants)."""
+    mb = 2**20
+    wanted = [(resource.RLIMIT_AS, limits.memory_mb * mb), (resource.RLIMIT_CPU, limits.cpu_seconds),
+              (resource.RLIMIT_FSIZE, limits.file_bytes), (resource.RLIMIT_NOFILE, limits.open_files),
+              (resource.RLIMIT_NPROC, limits.processes), (resource.RLIMIT_CORE, 0)]
+    # Soft = hard, so student code cannot raise them (and cannot catch SIGXCPU to go on).
+    capped = []
+    for res, value in wanted:
+        hard = resource.getrlimit(res)[1]
+        if hard != resource.RLIM_INFINITY:
+            value = min(value, hard)
+        capped.append((res, value))
+
+    def setup():
+        for res, value in capped:
+            resource.setrlimit(res, (value, value))
+        if _prctl is not None:
+            _prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)  # die if the grader dies
+
+    return setup
+
+
+class _Died(Exception):
+    """The child ended (or closed its reply pipe); the text says how."""
+
+
+class _TimedOut(Exception):
+    pass
+
+
+class _Garbage(Exception):
+    """The reply stream was not a well-formed frame."""
+
+
+class _Output:
+    """Student stdout+stderr of all processes of one Sandbox, capped; drained by a thread per process."""
+
+    def __init__(self, cap: int):
+        self.cap = cap
+        self.data = bytearray()
+        self.truncated = False
+        self.lock = threading.Lock()
+
+    def add(self, chunk: bytes) -> None:
+        room = self.cap - len(self.data)
+        if len(chunk) > room:
+            self.truncated = True
+            chunk = chunk[:max(room, 0)]
+        self.data += chunk
+
+    def text(self) -> str:
+        with self.lock:
+            text = self.data.decode("utf-8", errors="replace")
+            return text + TRUNCATED if self.truncated else text
+
+
+class _OutputPipe:
+    """The read end of one child's output pipe, pumped by a daemon thread (and on demand by output())."""
+
+    def __init__(self, fd: int, sink: _Output):
+        self.fd = fd
+        self.sink = sink
+        self.stop = threading.Event()
+        os.set_blocking(fd, False)
+        self.thread = threading.Thread(target=self._run, name="sandbox-output", daemon=True)
+        self.thread.start()
+
+    def pump(self) -> bool:
+        """Reads what is available now (up to 1 MB); False once the pipe is at EOF or closed."""
+        with self.sink.lock:
+            for _ in range(16):
+                if self.fd < 0:
+                    return False
+                try:
+                    chunk = os.read(self.fd, 1 << 16)
+                except BlockingIOError:
+                    return True
+                except OSError:
+                    chunk = b""
+                if not chunk:
+                    os.close(self.fd)
+                    self.fd = -1
+                    return False
+                self.sink.add(chunk)  # beyond the cap it is read and dropped, so the child never blocks
+            return True
+
+    def _run(self) -> None:
+        poller = select.poll()
+        poller.register(self.fd, select.POLLIN)
+        while True:
+            if poller.poll(200) and not self.pump():
+                return
+            if self.stop.is_set():  # the processes are killed: do not wait for an EOF that a stray may hold up
+                with self.sink.lock:
+                    if self.fd >= 0:
+                        os.close(self.fd)
+                        self.fd = -1
+                return
+
+    def close(self) -> None:
+        self.pump()
+        self.stop.set()
+        self.thread.join(timeout=2)
+
+
+class _Child:
+    """One student process: its pipes, its handles' generation, and how to kill everything it started."""
+
+    def __init__(self, argv: list[str], env: dict[str, str], cwd: str, limits: SandboxLimits,
+                 level: str, marker: str, generation: int, output: _Output):
+        self.limits = limits
+        self.level = level
+        self.marker = marker
+        self.generation = generation
+        self.output = output
+        self.dead: str | None = None  # how it ended, once it has
+        self.rusage = None
+        self.worker_pid = -1  # the python worker's pid on the host (found after the greeting)
+        self.op_cpu = self.op_start = 0.0  # worker CPU time and clock when the current operation began
+        req_r, self.req_w = os.pipe()
+        self.rep_r, rep_w = os.pipe()
+        out_r, out_w = os.pipe()
+        try:
+            self.proc = subprocess.Popen(
+                argv + [str(req_r), str(rep_w), str(limits.reply_bytes)],
+                stdin=subprocess.DEVNULL, stdout=out_w, stderr=out_w, pass_fds=(req_r, rep_w), close_fds=True,
+                cwd=cwd, env=env, start_new_session=True, preexec_fn=_preexec(limits))
+        except BaseException:
+            for fd in (self.req_w, self.rep_r, out_r):
+                os.close(fd)
+            raise
+        finally:
+            for fd in (req_r, rep_w, out_w):  # the child's ends: only the child may hold them
+                os.close(fd)
+        os.set_blocking(self.req_w, False)
+        os.set_blocking(self.rep_r, False)
+        self.out = _OutputPipe(out_r, output)
+        try:
+            self.pidfd = os.pidfd_open(self.proc.pid)
+        except (AttributeError, OSError):
+            self.pidfd = -1  # no pidfds: poll in short slices instead
+
+    # ---- request / reply ----
+    def request(self, header: dict, buffers: list[bytes], timeout: float) -> tuple[dict, memoryview]:
+        self.op_start = time.monotonic()
+        self.op_cpu = _cpu_seconds(self.worker_pid)
+        deadline = self.op_start + timeout
+        rid = secrets.randbits(62)
+        header = dict(header, id=rid, buffers=[len(b) for b in buffers])
+        data = json.dumps(header, allow_nan=True).encode("ascii")
+        parts = [wire.FRAME.pack(wire.MAGIC, len(data), sum(header["buffers"])), data, *buffers]
+        if len(data) + sum(header["buffers"]) < 1 << 20:
+            parts = [b"".join(parts)]  # one write: each write to a pipe may cost a context switch
+        for part in parts:
+            self._write(part, deadline)
+        reply, payload = self._read_frame(deadline)
+        if reply.get("id") != rid:
+            raise _Garbage("the reply does not answer the request")
+        return reply, payload
+
+    def _wait(self, fd: int, event: int, deadline: float) -> None:
+        """Waits until fd is ready, raising _TimedOut at the deadline and _Died if the process ends first."""
+        poller = select.poll()
+        poller.register(fd, event)
+        if self.pidfd >= 0:
+            poller.register(self.pidfd, select.POLLIN)
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise _TimedOut
+            slice_ms = remaining * 1000 if self.pidfd >= 0 else min(remaining * 1000, 50)
+            ready = dict(poller.poll(max(1, int(slice_ms))))
+            if ready.get(fd):
+                return  # readable, writable or hung up: the read/write tells which
+            if ready.get(self.pidfd) or (self.pidfd < 0 and self.proc.poll() is not None):
+                raise _Died(self._ended())
+
+    def _write(self, data: bytes, deadline: float) -> None:
+        view = memoryview(data)
+        while view:
+            self._wait(self.req_w, select.POLLOUT, deadline)
+            try:
+                view = view[os.write(self.req_w, view[:1 << 20]):]
+            except BlockingIOError:
+                continue
+            except OSError as exc:  # EPIPE: nobody reads requests any more
+                raise _Died(self._ended(f"closed its request pipe ({errno.errorcode.get(exc.errno, exc)})"))
+
+    def _read_exact(self, n: int, deadline: float) -> bytearray:
+        buf = bytearray(n)
+        view = memoryview(buf)
+        got = 0
+        while got < n:
+            self._wait(self.rep_r, select.POLLIN, deadline)
+            try:
+                k = os.readv(self.rep_r, [view[got:got + (1 << 20)]])
+            except BlockingIOError:
+                continue
+            if k == 0:
+                raise _Died(self._ended("closed its reply pipe"))
+            got += k
+        return buf
+
+    def _read_frame(self, deadline: float) -> tuple[dict, memoryview]:
+        magic, header_len, payload_len = wire.FRAME.unpack(self._read_exact(wire.FRAME.size, deadline))
+        if magic != wire.MAGIC:
+            raise _Garbage("the reply stream is not in the sandbox format")
+        if wire.FRAME.size + header_len + payload_len > self.limits.reply_bytes:
+            raise _Garbage(f"the reply announces {header_len + payload_len} bytes, over the limit of "
+                           f"{self.limits.reply_bytes}")
+        header_bytes = self._read_exact(header_len, deadline)
+        payload = memoryview(self._read_exact(payload_len, deadline))
+        try:
+            header = json.loads(header_bytes.decode("ascii"))
+        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+            raise _Garbage(f"the reply header is not valid JSON ({type(exc).__name__})") from None
+        if type(header) is not dict:
+            raise _Garbage("the reply header is not an object")
+        return header, payload
+
+    # ---- ending ----
+    def _ended(self, how: str | None = None) -> str:
+        """Describes how the child ended (waiting briefly for it if it only closed its pipes)."""
+        if self.dead is None:
+            code = self._reap(timeout=0.5 if how else 5.0)
+            if code is None:
+                self.dead = how or "stopped answering"
+            else:
+                self.dead = self._describe(code)
+        return self.dead
+
+    def _reap(self, timeout: float) -> int | None:
+        """Waits for the direct child with wait4 (for its rusage); its exit code, or None if it is alive."""
+        if self.proc.returncode is not None:
+            return self.proc.returncode
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                pid, status, self.rusage = os.wait4(self.proc.pid, os.WNOHANG)
+            except ChildProcessError:
+                self.proc.returncode = self.proc.returncode if self.proc.returncode is not None else -255
+                return self.proc.returncode
+            if pid:
+                self.proc.returncode = os.waitstatus_to_exitcode(status)
+                return self.proc.returncode
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(0.005)
+
+    def _describe(self, code: int) -> str:
+        sig = -code if code < 0 else None
+        if sig is None and self.level == "bubblewrap" and 128 < code < 128 + signal.NSIG:
+            sig = code - 128  # bwrap reports a signalled child as 128 + signal
+        how = f"killed by signal {_signal_name(sig)}" if sig else f"exited with status {code}"
+        limits = self.limits
+        if sig in (signal.SIGKILL, signal.SIGXCPU):
+            # RLIMIT_CPU ends a process with SIGKILL. Under bubblewrap wait4 does not see the worker's CPU
+            # time, so estimate it from the CPU time it had when the operation began plus the time since.
+            cpu = self.op_cpu + (time.monotonic() - self.op_start)
+            if self.rusage is not None and self.level == "process":
+                cpu = self.rusage.ru_utime + self.rusage.ru_stime
+            if cpu >= limits.cpu_seconds - 0.05:
+                return f"used up its CPU time limit ({limits.cpu_seconds} s; {how})"
+        if self.rusage is not None and self.rusage.ru_maxrss >= 0.9 * limits.memory_mb * 1024:
+            return f"ran out of memory (limit {limits.memory_mb} MB; {how})"
+        tail = bytes(self.output.data[-4096:])
+        if sig in (signal.SIGSEGV, signal.SIGABRT, signal.SIGBUS, signal.SIGKILL) and any(
+                m in tail for m in (b"MemoryError", b"Cannot allocate memory", b"bad_alloc", b"out of memory")):
+            return f"ran out of memory (limit {limits.memory_mb} MB; {how})"
+        return how
+
+    def kill(self) -> None:
+        """Kills the child's whole process tree and releases everything; safe to call twice."""
+        if self.req_w < 0:
+            return
+        if self.proc.returncode is None:
+            strays = _descendants(self.proc.pid) if self.level == "process" else []
+            for pid in [self.proc.pid] + strays:
+                try:
+                    os.killpg(pid, signal.SIGKILL) if pid == self.proc.pid else os.kill(pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+            if self.dead is None:
+                self.dead = "killed by the grader"
+            self._reap(timeout=5.0)
+        # Setsid'd daemons and double forks left the process group: find them by their marker. In bubblewrap
+        # the pid namespace is already dying; this waits until it is really empty.
+        _kill_marked(self.marker)
+        for fd in (self.req_w, self.rep_r, self.pidfd):
+            if fd >= 0:
+                os.close(fd)
+        self.req_w = self.rep_r = self.pidfd = -1
+        self.out.close()
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(p) for p in f.read().split()]
+    except (OSError, ValueError):
+        return []
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a live process, 0.0 if it cannot be read."""
+    if pid <= 0:
+        return 0.0
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+def _signal_name(sig: int) -> str:
+    try:
+        return signal.Signals(sig).name
+    except ValueError:
+        return str(sig)
+
+
+def _proc_pids() -> list[int]:
+    return [int(p) for p in os.listdir("/proc") if p.isdigit()]
+
+
+def _descendants(root: int) -> list[int]:
+    """All processes below root, from /proc's parent links (before a kill breaks them)."""
+    children: dict[int, list[int]] = {}
+    for pid in _proc_pids():
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                stat = f.read()
+            ppid = int(stat[stat.rindex(b")") + 2:].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(pid)
+    out, todo = [], [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def _kill_marked(marker: str, timeout: float = 5.0) -> None:
+    """SIGKILLs every live process whose initial environment carries this sandbox's marker, until none is left."""
+    needle = f"{MARKER_VAR}={marker}".encode()
+    deadline = time.monotonic() + timeout
+    while True:
+        found = False
+        for pid in _proc_pids():
+            try:
+                with open(f"/proc/{pid}/environ", "rb") as f:
+                    environ = f.read()
+            except OSError:  # gone, or a zombie, or not ours
+                continue
+            if needle in environ.split(b"\0"):
+                found = True
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+        if not found or time.monotonic() > deadline:
+            return
+        time.sleep(0.01)
+
+
+# ----------------------------------------------------------------------------------------- encoding
+def _encode_arg(value: Any, buffers: list[bytes], owner: object, generation: int, depth: int = 0) -> Any:
+    """Request arguments: plain data and Handles of this sandbox's current process."""
+    if depth > wire.MAX_DEPTH:
+        raise ValueError("arguments are nested too deeply")
+    if isinstance(value, Handle):
+        if value._owner is not owner:
+            raise ValueError(f"{value!r} belongs to a different sandbox")
+        if value._generation != generation:
+            raise StudentError(f"the student object {value.type_name!r} was lost when the student process was "
+                               f"restarted (after an earlier timeout or crash)")
+        return {"t": "h", "id": value.id}
+    if value is None or type(value) in (bool, str):
+        return value
+    if isinstance(value, np.ndarray):
+        dtype = _wire_dtype(value.dtype)
+        buffers.append(np.ascontiguousarray(value, dtype=dtype).tobytes())
+        return {"t": "nd", "dtype": dtype.str, "shape": list(value.shape), "b": len(buffers) - 1}
+    if isinstance(value, np.generic):
+        dtype = _wire_dtype(value.dtype)
+        buffers.append(np.asarray(value, dtype=dtype).tobytes())
+        return {"t": "sc", "dtype": dtype.str, "b": len(buffers) - 1}
+    if isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value)
+    if isinstance(value, (tuple, list)):
+        return {"t": "tuple" if isinstance(value, tuple) else "list",
+                "v": [_encode_arg(v, buffers, owner, generation, depth + 1) for v in value]}
+    if isinstance(value, dict):
+        if not all(type(k) is str for k in value):
+            raise TypeError("dicts passed to student code must have str keys")
+        return {"t": "dict", "v": [[k, _encode_arg(v, buffers, owner, generation, depth + 1)]
+                                   for k, v in value.items()]}
+    raise TypeError(f"cannot pass a {type(value).__name__} to student code")
+
+
+def _wire_dtype(dtype: np.dtype) -> np.dtype:
+    if dtype.kind in "biuf" and dtype.byteorder == ">":
+        dtype = dtype.newbyteorder("<")
+    if dtype.str not in wire.DTYPES:
+        raise TypeError(f"cannot pass arrays of dtype {dtype} to student code")
+    return dtype
+
+
+class _Decoder:
+    """Rebuilds a reply value from untrusted JSON and bytes; anything unexpected is InvalidResult."""
+
+    def __init__(self, header: dict, payload: memoryview, owner: object, generation: int):
+        sizes = header.get("buffers")
+        if type(sizes) is not list or not all(type(n) is int and n >= 0 for n in sizes) \
+                or sum(sizes) != len(payload):
+            raise InvalidResult("the reply's buffer table does not match its payload")
+        self.buffers, offset = [], 0
+        for n in sizes:
+            self.buffers.append(payload[offset:offset + n])
+            offset += n
+        self.owner = owner
+        self.generation = generation
+
+    def value(self, node: Any, depth: int = 0) -> Any:
+        if depth > wire.MAX_DEPTH:
+            raise InvalidResult("the result is nested too deeply")
+        t = type(node)
+        if node is None or t is bool or t is int or t is float:
+            return node
+        if t is str:
+            if len(node) > MAX_STR:
+                raise InvalidResult("the result holds an overlong string")
+            return node
+        if t is not dict:
+            raise InvalidResult(f"unexpected {t.__name__} in the reply")
+        tag = node.get("t")
+        if tag in ("tuple", "list") and node.keys() == {"t", "v"} and type(node["v"]) is list:
+            items = [self.value(v, depth + 1) for v in node["v"]]
+            return tuple(items) if tag == "tuple" else items
+        if tag == "nd" and node.keys() == {"t", "dtype", "shape", "b"}:
+            shape = node["shape"]
+            if type(shape) is not list or len(shape) > MAX_NDIM or not all(type(d) is int and d >= 0 for d in shape):
+                raise InvalidResult("bad array shape in the reply")
+            dtype, data = self._dtype_and_buffer(node)
+            count = 1
+            for d in shape:
+                count *= d
+            if count * dtype.itemsize != len(data):
+                raise InvalidResult("array bytes do not match the array's shape")
+            # A fresh, writable array owned by this process.
+            return np.frombuffer(data, dtype=dtype, count=count).reshape(shape).copy() if count \
+                else np.empty(shape, dtype=dtype)
+        if tag == "sc" and node.keys() == {"t", "dtype", "b"}:
+            dtype, data = self._dtype_and_buffer(node)
+            if len(data) != dtype.itemsize:
+                raise InvalidResult("scalar bytes do not match its dtype")
+            return np.frombuffer(data, dtype=dtype, count=1)[0]
+        if tag == "h" and node.keys() == {"t", "id", "type"} and type(node["id"]) is int \
+                and type(node["type"]) is str:
+            return Handle(node["type"][:MAX_TYPE_NAME], node["id"], self.owner, self.generation)
+        raise InvalidResult("malformed value in the reply")
+
+    def _dtype_and_buffer(self, node: dict) -> tuple[np.dtype, memoryview]:
+        if node["dtype"] not in wire.DTYPES:
+            raise InvalidResult(f"dtype {str(node['dtype'])[:20]!r} is not allowed in a reply")
+        index = node["b"]
+        if type(index) is not int or not 0 <= index < len(self.buffers):
+            raise InvalidResult("bad buffer reference in the reply")
+        return np.dtype(node["dtype"]), self.buffers[index]
+
+
+def _cap_text(value: Any, cap: int = MAX_TEXT) -> str:
+    text = value if type(value) is str else ""
+    return text if len(text) <= cap else text[:cap] + " [...]"
+
+
+def _seconds(t: float) -> str:
+    return f"{t:g} s"
+
+
+# ------------------------------------------------------------------------------------------- sandbox
+class _Resources:
+    """What a Sandbox must release; also run by a finalizer if a Sandbox is dropped without close()."""
+
+    def __init__(self):
+        self.child: _Child | None = None
+        self.private_dir: str | None = None
+
+    def close(self) -> None:
+        if self.child is not None:
+            self.child.kill()
+            self.child = None
+        if self.private_dir is not None:
+            shutil.rmtree(self.private_dir, ignore_errors=True)
+            self.private_dir = None
+
+
+class Sandbox:
+    """Student code loaded into a child process; `call` runs one of its functions."""
+
+    def __init__(self, workdir: Path, units: list[LoadUnit], limits: SandboxLimits | None = None,
+                 env: dict[str, str] | None = None):
+        self.workdir = Path(workdir).resolve()
+        self.units = list(units)
+        self.limits = limits or SandboxLimits()
+        self.extra_env = dict(env or {})
+        self.isolation = isolation_level()
+        self.restarts = 0
+        self._reports: dict[int, dict] = {}
+        self._skip: set[int] = set()
+        self._generation = 0
+        self._started = False
+        self._lock = threading.RLock()
+        self._output = _Output(self.limits.output_bytes)
+        self._marker = secrets.token_hex(16)
+        self._res = _Resources()
+        self._finalizer = weakref.finalize(self, self._res.close)
+
+    # ---- public API ----
+    @property
+    def load_report(self) -> list[dict]:
+        """One entry per unit that failed to load (raised, timed out, crashed), in unit order."""
+        return [dict(self._reports[i]) for i in sorted(self._reports)]
+
+    def output(self) -> str:
+        """Student stdout+stderr so far (all processes of this sandbox), capped at output_bytes."""
+        child = self._res.child
+        if child is not None and child.out.fd >= 0:
+            child.out.pump()
+        return self._output.text()
+
+    def __enter__(self) -> "Sandbox":
+        with self._lock:
+            if self._started:
+                raise RuntimeError("a Sandbox can be entered only once")
+            self._started = True
+            try:
+                self._prepare()
+                self._res.child = self._start_and_load()
+            except BaseException:
+                self.close()
+                raise
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Kills every process of the sandbox and removes its private files."""
+        with self._lock:
+            self._res.close()
+
+    def call(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        """Calls the student's function `name`; plain results come back as data, the rest as Handles."""
+        with self._lock:
+            if not self._started or self._res.private_dir is None:
+                raise RuntimeError("the Sandbox is not open (use it in a with statement)")
+            child = self._res.child
+            if child is None or child.dead is not None:
+                self._discard_child()
+                child = self._res.child = self._start_and_load()
+            buffers: list[bytes] = []
+            request = {"op": "call", "name": name,
+                       "args": [_encode_arg(a, buffers, self, child.generation) for a in args],
+                       "kwargs": [[k, _encode_arg(v, buffers, self, child.generation)] for k, v in kwargs.items()]}
+            what = f"{name}()"
+            try:
+                reply, payload = child.request(request, buffers, self.limits.call_timeout)
+            except _TimedOut:
+                self._discard_child()
+                raise StudentTimeout(f"{what} timed out after {_seconds(self.limits.call_timeout)}") from None
+            except _Died as died:
+                self._discard_child()
+                raise StudentCrashed(f"{what} ended the student process: {died}") from None
+            except _Garbage as bad:
+                self._discard_child()
+                raise InvalidResult(f"{what} sent back a malformed reply: {bad}") from None
+            status = reply.get("status")
+            if status == "ok" and "value" in reply:
+                try:
+                    return _Decoder(reply, payload, self, child.generation).value(reply["value"])
+                except InvalidResult:
+                    self._discard_child()  # a child that writes malformed replies is not trusted again
+                    raise
+            error = self._failure(what, reply)
+            if isinstance(error, InvalidResult) and status != "toolarge":
+                self._discard_child()
+            raise error
+
+    # ---- internals ----
+    def _failure(self, what: str, reply: dict) -> StudentError:
+        """The exception for a reply that is not a value."""
+        status = reply.get("status")
+        if status == "raised":
+            return StudentException(_cap_text(reply.get("type"), MAX_TYPE_NAME) or "?",
+                                    _cap_text(reply.get("message")), _cap_text(reply.get("traceback")))
+        if status == "missing":
+            return MissingFunction(f"{what[:-2][:200]} {_cap_text(reply.get('reason'), 200)}")
+        if status == "toolarge" and type(reply.get("size")) is int:
+            return InvalidResult(f"{what} returned {reply['size']} bytes, over the limit of {self.limits.reply_bytes}")
+        if status == "badrequest":
+            return StudentError(f"{what}: {_cap_text(reply.get('message'), 200)}")
+        return InvalidResult(f"{what} sent back a malformed reply")
+
+    def _prepare(self) -> None:
+        if not self.workdir.is_dir():
+            raise FileNotFoundError(f"work folder {self.workdir} does not exist")
+        self._res.private_dir = tempfile.mkdtemp(prefix="agsb-")
+        private = Path(self._res.private_dir)
+        worker = private / "worker.py"
+        shutil.copyfile(wire.__file__, worker)
+        worker.chmod(0o444)
+        if self.isolation == "bubblewrap":
+            if os.geteuid() == 0:
+                _chown_tree(self.workdir, NOBODY, NOBODY)  # the student runs as nobody and writes here
+            self._argv = _bwrap_argv(self.workdir, worker, 4 * self.limits.file_bytes) + [
+                sys.executable, "-I", SANDBOX_WORKER]
+            self._cwd = "/"
+            home = tmp = "/tmp"
+            self._workdir_inside = SANDBOX_WORKDIR
+        else:
+            (private / "home").mkdir()
+            (private / "tmp").mkdir()
+            self._argv = [sys.executable, "-I", str(worker)]
+            self._cwd = str(self.workdir)
+            home, tmp = str(private / "home"), str(private / "tmp")
+            self._workdir_inside = str(self.workdir)
+        venv_bin = os.path.join(sys.prefix, "bin")
+        self._env = {"PATH": f"{venv_bin}:/usr/local/bin:/usr/bin:/bin", "HOME": home, "TMPDIR": tmp,
+                     "LANG": "C.UTF-8", "MPLBACKEND": "Agg", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+                     "OPENBLAS_NUM_THREADS": "1", "AUTOGRADER": "1", **self.extra_env, MARKER_VAR: self._marker}
+
+    def _spawn(self) -> _Child:
+        self._generation += 1
+        if self._generation > 1:
+            self.restarts += 1
+        child = _Child(self._argv, self._env, self._cwd, self.limits, self.isolation, self._marker,
+                       self._generation, self._output)
+        self._res.child = child  # so that close() kills it even if start-up fails
+        try:
+            reply, _ = child._read_frame(time.monotonic() + START_TIMEOUT)
+            if reply.get("status") != "ready" or reply.get("id") != 0:
+                raise _Garbage("no greeting")
+            child.worker_pid = child.proc.pid
+            if self.isolation == "bubblewrap":  # bwrap -> its pid-1 reaper -> the worker
+                for _ in range(2):
+                    child.worker_pid = (_children(child.worker_pid) or [-1])[0]
+        except (_TimedOut, _Died, _Garbage) as exc:
+            child.kill()
+            self._res.child = None
+            detail = self._output.text()[-1000:]
+            raise RuntimeError(f"the student process did not start ({type(exc).__name__.strip('_')}: {exc}); "
+                               f"its output: {detail!r}") from None
+        return child
+
+    def _start_and_load(self) -> _Child:
+        """Starts a child and loads every unit not known to hang or crash; restarts after each such unit."""
+        while True:
+            child = self._spawn()
+            for i, unit in enumerate(self.units):
+                if i in self._skip:
+                    continue
+                request = {"op": "load", "source": unit.source, "filename": self._unit_filename(unit),
+                           "kind": unit.kind}
+                failure = None
+                try:
+                    reply, _ = child.request(request, [], self.limits.call_timeout)
+                except _TimedOut:
+                    failure = f"TimeoutError: ran longer than {_seconds(self.limits.call_timeout)}; skipped"
+                except _Died as died:
+                    failure = f"ProcessCrashed: {died}; skipped"
+                except _Garbage as bad:
+                    failure = f"InvalidResult: {bad}; skipped"
+                if failure is not None:
+                    self._skip.add(i)
+                    self._report(i, unit, failure, "")
+                    self._discard_child()
+                    break
+                if reply.get("status") == "raised":
+                    self._report(i, unit, f"{_cap_text(reply.get('type'), MAX_TYPE_NAME)}: "
+                                          f"{_cap_text(reply.get('message'))}", _cap_text(reply.get("traceback")))
+                elif reply.get("status") != "ok":
+                    self._skip.add(i)
+                    self._report(i, unit, "InvalidResult: malformed reply; skipped", "")
+                    self._discard_child()
+                    break
+            else:
+                return child
+
+    def _unit_filename(self, unit: LoadUnit) -> str:
+        if unit.kind == "module":
+            return os.path.join(self._workdir_inside, unit.file)
+        return f"{unit.file} (cell {unit.index})"
+
+    def _report(self, i: int, unit: LoadUnit, error: str, tb: str) -> None:
+        if i not in self._reports:  # a reload repeats the first load's errors: report each unit once
+            self._reports[i] = {"file": unit.file, "index": unit.index, "kind": unit.kind, "error": error,
+                                "traceback": tb}
+
+    def _discard_child(self) -> None:
+        if self._res.child is not None:
+            self._res.child.kill()
+            self._res.child = None
+
+    def __repr__(self) -> str:
+        return f"<Sandbox {self.workdir} isolation={self.isolation} restarts={self.restarts}>"
+
+
+def _chown_tree(root: Path, uid: int, gid: int) -> None:
+    """chown -R without following symlinks (a student's symlink must not hand over the file it points to)."""
+    os.chown(root, uid, gid, follow_symlinks=False)
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            os.chown(os.path.join(dirpath, name), uid, gid, follow_symlinks=False)

@@ -1,0 +1,160 @@
+"""`autograder grade` end to end on the example class and on broken inputs: scores, files, resume, exit codes."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from autograder import REPO_ROOT
+from autograder.course import load_course
+from autograder.examples import build_class, expectations
+
+COURSE = load_course()
+ASSIGNMENT = COURSE.assignment("vanishing_gradients")
+CLASS_SPEC = REPO_ROOT / "examples" / "class.yml"
+
+pytestmark = pytest.mark.slow
+
+
+def run_grade(submissions: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "autograder", "grade", str(submissions), "--out", str(out), *extra]
+    return subprocess.run(command, capture_output=True, text=True, timeout=900)
+
+
+def results(out: Path, student: str) -> dict:
+    return json.loads((out / student / "results.json").read_text())
+
+
+def per_function(document: dict) -> dict[str, float]:
+    scores: dict[str, float] = {}
+    for test in document["tests"]:
+        scores[test["tags"][0]] = scores.get(test["tags"][0], 0.0) + test["score"]
+    return scores
+
+
+@pytest.fixture(scope="module")
+def graded_class(tmp_path_factory):
+    root = tmp_path_factory.mktemp("class")
+    build_class(CLASS_SPEC, root / "submissions", COURSE)
+    result = run_grade(root / "submissions", root / "out", "--jobs", "2")
+    assert result.returncode == 0, result.stderr
+    return root / "out", result
+
+
+@pytest.mark.parametrize("student", list(expectations(CLASS_SPEC)))
+def test_example_class_scores(graded_class, student):
+    out, _ = graded_class
+    document = results(out, student)
+    expect = expectations(CLASS_SPEC)[student]
+    scores = per_function(document)
+    assert not (out / student / "grader_errors.txt").exists(), (out / student / "grader_errors.txt").read_text()
+    if expect.get("score") == "full":
+        failed = [t["name"] + ": " + t["output"] for t in document["tests"] if t["status"] != "passed"]
+        assert document["score"] == pytest.approx(ASSIGNMENT.max_score), failed
+    elif "score" in expect:
+        assert document["score"] == pytest.approx(expect["score"])
+    for function in expect.get("lose", []):
+        assert scores[function] < ASSIGNMENT.points[function] - 1e-9, f"{function} kept all its points"
+    keep = expect.get("keep") or ([f for f in ASSIGNMENT.points if f not in expect.get("lose", [])]
+                                  if "lose" in expect else [])
+    for function in keep:
+        assert scores[function] == pytest.approx(ASSIGNMENT.points[function]), \
+            [t["output"] for t in document["tests"] if t["tags"][0] == function and t["status"] == "failed"]
+
+
+def test_results_follow_gradescope_schema(graded_class):
+    out, _ = graded_class
+    for student in expectations(CLASS_SPEC):
+        document = results(out, student)
+        assert set(document) >= {"score", "max_score", "execution_time", "output", "tests"}
+        for test in document["tests"]:
+            assert set(test) >= {"name", "score", "max_score", "status", "output"}
+            assert test["status"] in ("passed", "failed")
+            assert test["name"].split(":")[0] in ASSIGNMENT.points
+        assert sum(t["max_score"] for t in document["tests"]) == pytest.approx(ASSIGNMENT.max_score)
+
+
+def test_failure_messages_name_the_output_and_hide_expected_values(graded_class):
+    out, _ = graded_class
+    document = results(out, "cleo_no_carried_gradient")
+    failed = {t["name"]: t["output"] for t in document["tests"] if t["status"] == "failed"}
+    assert "rnn_backward: dWh on random sequences, with your own forward cache" in failed
+    assert "dWh" in failed["rnn_backward: dWh on random sequences, with your own forward cache"]
+    assert all("relative error" in message or "0.0" not in message for message in failed.values())
+    untouched = results(out, "ben_untouched_release")
+    assert any("NotImplementedError" in t["output"] for t in untouched["tests"])
+
+
+def test_grades_csv_summary_and_feedback(graded_class):
+    out, completed = graded_class
+    with open(out / "grades.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["student"] for r in rows] == sorted(expectations(CLASS_SPEC))
+    assert set(rows[0]) == {"student", "score", "max_score", *ASSIGNMENT.points}
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["students"] == len(rows) and summary["isolation"] in ("bubblewrap", "process")
+    page = (out / "ada_reference" / "feedback.html").read_text()
+    assert "rnn_backward: dWh" in page and "Model answer" not in page
+    assert "grades.csv" in completed.stdout
+
+
+def test_resume_grades_only_the_missing(graded_class, tmp_path):
+    out, _ = graded_class
+    subs = tmp_path / "subs"
+    build_class(CLASS_SPEC, subs, COURSE)
+    copy = tmp_path / "out"
+    subprocess.run(["cp", "-r", str(out), str(copy)], check=True)
+    (copy / "dan_no_eps" / "results.json").unlink()
+    before = {s: (copy / s / "results.json").stat().st_mtime_ns for s in expectations(CLASS_SPEC) if s != "dan_no_eps"}
+    result = run_grade(subs, copy, "--resume")
+    assert result.returncode == 0, result.stderr
+    assert "[1/1] dan_no_eps" in result.stderr
+    assert results(copy, "dan_no_eps")["score"] == results(out, "dan_no_eps")["score"]
+    assert before == {s: (copy / s / "results.json").stat().st_mtime_ns for s in before}
+
+
+def test_bad_inputs_each_get_a_message_and_the_batch_completes(tmp_path):
+    subs = tmp_path / "subs"
+    (subs / "empty").mkdir(parents=True)
+    (subs / "latin1").mkdir()
+    (subs / "latin1" / "code.py").write_bytes("x = 'café'\n".encode("latin-1"))
+    (subs / "binary").mkdir()
+    (subs / "binary" / "code.py").write_bytes(os.urandom(2000) + b"\0")
+    (subs / "linked").mkdir()
+    (subs / "linked" / "1_bptt.ipynb").symlink_to(REPO_ROOT / "solutions" / "vanishing_gradients" / "1_bptt.ipynb")
+    (subs / "huge").mkdir()
+    (subs / "huge" / "big.py").write_text("# " + "x" * (9 * 2**20))
+    (subs / "not_json").mkdir()
+    (subs / "not_json" / "a.ipynb").write_text("\x00\x01 not a notebook")
+    result = run_grade(subs, tmp_path / "out", "--jobs", "2")
+    assert result.returncode == 0, result.stderr
+    expected = {"empty": "no notebook", "latin1": "not UTF-8", "binary": "binary file", "linked": "symbolic link",
+                "huge": "larger than", "not_json": "binary file"}
+    for student, phrase in expected.items():
+        document = results(tmp_path / "out", student)
+        assert document["score"] == 0
+        assert phrase in document["output"], (student, document["output"])
+        assert len(document["tests"]) >= len(ASSIGNMENT.points)
+
+
+def test_empty_submissions_folder(tmp_path):
+    (tmp_path / "subs").mkdir()
+    result = run_grade(tmp_path / "subs", tmp_path / "out")
+    assert result.returncode == 0, result.stderr
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["students"] == 0
+
+
+def test_misuse_exits_non_zero_with_a_message(tmp_path):
+    result = run_grade(tmp_path / "missing", tmp_path / "out")
+    assert result.returncode == 2 and "does not exist" in result.stderr
+    (tmp_path / "subs").mkdir()
+    bad = tmp_path / "course.yml"
+    bad.write_text((REPO_ROOT / "course.yml").read_text().replace("memory_mb: 2048", "memory_mb: lots"))
+    result = run_grade(tmp_path / "subs", tmp_path / "out", "--course", str(bad))
+    assert result.returncode == 1 and "assignments.0.limits.memory_mb" in result.stderr

@@ -1,0 +1,578 @@
+"""The sandbox that runs student code: data round trips, handles, failures, hostile code, isolation.
+
+Every hostile payload is bounded on its own (time, memory, number of processes), so that even a broken
+sandbox cannot harm the machine. Isolation-independent tests run at both levels when bubblewrap works.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from autograder import sandbox
+from autograder.sandbox import (Handle, InvalidResult, LoadUnit, MissingFunction, Sandbox, SandboxLimits,
+                                StudentCrashed, StudentError, StudentException, StudentTimeout, isolation_level)
+
+pytestmark = pytest.mark.timeout(60)
+
+HAVE_BWRAP = sandbox._bwrap_problem() is None
+LEVELS = ["process"] + (["bubblewrap"] if HAVE_BWRAP else [])
+needs_bwrap = pytest.mark.skipif(not HAVE_BWRAP, reason=f"bubblewrap unavailable: {sandbox._bwrap_problem()}")
+AS_ROOT = os.geteuid() == 0
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+def _marked(marker: str) -> list[int]:
+    """Live processes whose environment carries AG_TEST_MARKER=marker (i.e. started by one test's sandboxes)."""
+    needle = f"AG_TEST_MARKER={marker}".encode()
+    pids = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/environ", "rb") as f:
+                    if needle in f.read().split(b"\0") and _alive(int(name)):
+                        pids.append(int(name))
+            except OSError:
+                pass
+    return pids
+
+
+@pytest.fixture(params=LEVELS)
+def level(request, monkeypatch):
+    monkeypatch.setenv("AUTOGRADER_ISOLATION", request.param)
+    return request.param
+
+
+@pytest.fixture
+def marker():
+    return secrets.token_hex(8)
+
+
+@pytest.fixture
+def open_sandbox(tmp_path, level, marker):
+    """open_sandbox(cell, cell, ..., limits=..., files=...) -> an entered Sandbox; all are closed and checked
+    to have left no process behind at teardown."""
+    opened: list[Sandbox] = []
+
+    def _open(*cells: str, limits: SandboxLimits | None = None, files: dict | None = None,
+              units: list[LoadUnit] | None = None, env: dict | None = None) -> Sandbox:
+        work = tmp_path / f"work{len(opened)}"
+        work.mkdir()
+        for name, text in (files or {}).items():
+            (work / name).write_text(textwrap.dedent(text))
+        if units is None:
+            units = [LoadUnit("nb.ipynb", i, textwrap.dedent(src), "cell") for i, src in enumerate(cells)]
+        sb = Sandbox(work, units, limits or SandboxLimits(call_timeout=5, memory_mb=1024),
+                     env={**(env or {}), "AG_TEST_MARKER": marker})
+        opened.append(sb)
+        sb.__enter__()
+        assert sb.isolation == level
+        return sb
+
+    yield _open
+    for sb in opened:
+        private = sb._res.private_dir
+        sb.close()
+        assert private is None or not os.path.exists(private)
+    assert _marked(marker) == []
+
+
+# ----------------------------------------------------------------------------------------- data
+def test_isolation_level_env(monkeypatch):
+    monkeypatch.setenv("AUTOGRADER_ISOLATION", "process")
+    assert isolation_level() == "process"
+    monkeypatch.delenv("AUTOGRADER_ISOLATION")
+    assert isolation_level() == ("bubblewrap" if HAVE_BWRAP else "process")
+
+
+def test_round_trip_is_bit_exact(open_sandbox):
+    sb = open_sandbox("""
+        import numpy as np
+        def echo(*args):
+            return args
+        def mutate(a):
+            a[...] = 0
+            return a
+        def keys(d):
+            return sorted(d)
+    """)
+    weird_nan = np.array([0x7FF8000000000123], dtype="<i8").view("<f8")
+    arrays = [
+        np.array([1.0, np.nan, np.inf, -np.inf, -0.0, 5e-324, 1e308]),
+        weird_nan,
+        np.arange(12, dtype=np.float32).reshape(3, 4),
+        np.arange(24, dtype=np.int64).reshape(2, 3, 4)[:, ::2, 1:],  # not contiguous
+        np.array([True, False]),
+        np.array(3.25),  # 0-d
+        np.zeros((0, 3)),
+        np.array([1, 2], dtype=">f8"),  # big-endian goes over as little-endian
+        np.array([-1, 255], dtype=np.int16).astype(np.uint8),
+    ]
+    scalars = [np.float64(np.nan), np.float32(1.5), np.int32(-7), np.bool_(True), 3, 2.5, True, None, "grüße",
+               float("inf"), 10**30]
+    nested = ([1, (2.0, "x")], [], ())
+    out = sb.call("echo", *arrays, *scalars, nested)
+    assert type(out) is tuple and len(out) == len(arrays) + len(scalars) + 1
+    for sent, got in zip(arrays, out):
+        assert type(got) is np.ndarray and got.shape == sent.shape
+        assert got.dtype == (sent.dtype.newbyteorder("<") if sent.dtype.byteorder == ">" else sent.dtype)
+        assert got.tobytes() == np.ascontiguousarray(sent, dtype=got.dtype).tobytes()
+        assert got.flags.writeable and got.flags.owndata
+    for sent, got in zip(scalars, out[len(arrays):]):
+        assert type(got) is type(sent)
+        if isinstance(sent, np.generic):
+            assert got.tobytes() == sent.tobytes()
+        elif isinstance(sent, float) and np.isnan(sent):
+            assert np.isnan(got)
+        else:
+            assert got == sent
+    assert out[-1] == nested
+    # The student gets a copy: mutating it does not touch the grader's array.
+    a = np.ones(3)
+    assert np.array_equal(sb.call("mutate", a), np.zeros(3)) and np.array_equal(a, np.ones(3))
+    assert sb.call("keys", {"b": 1, "a": np.zeros(2)}) == ["a", "b"]
+
+
+def test_handles_carry_a_cache_between_calls(open_sandbox):
+    sb = open_sandbox("""
+        import numpy as np
+        class Cache:
+            def __init__(self, x, h):
+                self.x, self.h = x, h
+        def forward(x, w):
+            h = np.tanh(x @ w)
+            return h, Cache(x, h)
+        def backward(dh, cache):
+            return (dh * (1 - cache.h ** 2)).T @ cache.x
+        def forward_dict(x):
+            return x * 2, {"x": x}
+        def backward_dict(cache):
+            return cache["x"].sum()
+    """)
+    rng = np.random.default_rng(0)
+    x, w, dh = rng.standard_normal((3, 4)), rng.standard_normal((4, 2)), rng.standard_normal((3, 2))
+    h, cache = sb.call("forward", x, w)
+    assert isinstance(cache, Handle) and cache.type_name == "Cache"
+    assert np.array_equal(h, np.tanh(x @ w))
+    dw = sb.call("backward", dh, cache=cache)
+    assert np.allclose(dw, (dh * (1 - h ** 2)).T @ x, rtol=1e-12)
+    _, dcache = sb.call("forward_dict", x)
+    assert isinstance(dcache, Handle) and dcache.type_name == "dict"
+    assert sb.call("backward_dict", dcache) == x.sum()
+
+
+def test_missing_and_non_callable_names(open_sandbox):
+    sb = open_sandbox("x = 3\ndef f():\n    return 1\n")
+    with pytest.raises(MissingFunction, match="not defined"):
+        sb.call("rnn_backward")
+    with pytest.raises(MissingFunction, match="not callable"):
+        sb.call("x")
+    assert sb.call("f") == 1
+
+
+def test_student_exception(open_sandbox):
+    sb = open_sandbox("""
+        def check(k):
+            if k < 1:
+                raise ValueError(f"k must be >= 1, got {k}")
+            return k
+    """)
+    with pytest.raises(StudentException) as info:
+        sb.call("check", 0)
+    err = info.value
+    assert err.type_name == "ValueError" and err.message == "k must be >= 1, got 0"
+    assert "nb.ipynb (cell 0)" in err.traceback and 'raise ValueError(f"k must be' in err.traceback
+    assert "worker" not in err.traceback  # only the student's frames
+    assert sb.call("check", 2) == 2
+
+
+def test_non_plain_values_come_back_as_handles(open_sandbox):
+    sb = open_sandbox("""
+        import numpy as np
+        class Sub(np.ndarray):
+            pass
+        class Liar:
+            def __eq__(self, other):
+                return True
+            def __array__(self, dtype=None, copy=None):
+                return np.zeros(3)
+        class F(float):
+            pass
+        class F64(np.float64):
+            pass
+        def values():
+            return (np.zeros(3).view(Sub), Liar(), F(1.0), F64(2.0), {"a": 1}, np.array([1, None]),
+                    np.zeros(2, dtype=complex), [Liar(), 1.0], b"bytes", 1 + 2j)
+        def type_of(x):
+            return type(x).__name__
+    """)
+    out = sb.call("values")
+    for value, name in zip(out, ["Sub", "Liar", "F", "F64", "dict", "numpy.ndarray", "numpy.ndarray"]):
+        assert isinstance(value, Handle) and value.type_name == name
+    assert isinstance(out[7], list) and isinstance(out[7][0], Handle) and out[7][1] == 1.0
+    assert all(isinstance(v, Handle) for v in out[8:])
+    assert sb.call("type_of", out[1]) == "Liar"
+
+
+def test_reply_over_the_size_limit(open_sandbox):
+    sb = open_sandbox("import numpy as np\ndef big(n):\n    return np.zeros(n)\n",
+                      limits=SandboxLimits(call_timeout=5, memory_mb=1024, reply_bytes=2**20))
+    with pytest.raises(InvalidResult, match="over the limit"):
+        sb.call("big", 2**18)
+    assert sb.call("big", 10).shape == (10,)
+    assert sb.restarts == 0
+
+
+# ----------------------------------------------------------------------------------------- loading
+def test_load_errors_are_reported_per_cell(open_sandbox):
+    sb = open_sandbox(
+        "def a():\n    return 'a'\n",
+        "raise ValueError('cell one is broken')\n",
+        "def broken(:\n",
+        "%matplotlib inline\n",
+        "def b():\n    return a() + 'b'\n",
+    )
+    report = sb.load_report
+    assert [(r["index"], r["error"].split(":")[0]) for r in report] == [
+        (1, "ValueError"), (2, "SyntaxError"), (3, "SyntaxError")]
+    assert report[0]["error"] == "ValueError: cell one is broken" and report[0]["file"] == "nb.ipynb"
+    assert report[0]["kind"] == "cell" and "cell one is broken" in report[0]["traceback"]
+    assert sb.call("b") == "ab"
+
+
+def test_modules_and_helpers_load(open_sandbox):
+    files = {"helper.py": "def twice(x):\n    return 2 * x\n", "a_mod.py": "from helper import twice\n",
+             "b_bad.py": "def f(:\n"}
+    units = [LoadUnit(name, None, textwrap.dedent(files[name]), "module") for name in ("a_mod.py", "b_bad.py")]
+    units.append(LoadUnit("nb.ipynb", 0, "def g(x):\n    return twice(x) + 1\n", "cell"))
+    sb = open_sandbox(units=units, files=files)
+    assert [(r["file"], r["index"], r["kind"]) for r in sb.load_report] == [("b_bad.py", None, "module")]
+    assert sb.call("g", 4) == 9
+
+
+def test_hanging_cell_is_skipped(open_sandbox):
+    sb = open_sandbox(
+        "def a():\n    return 1\n",
+        "import time\nend = time.time() + 30\nwhile time.time() < end:\n    pass\n",
+        "def b():\n    return 2\n",
+        limits=SandboxLimits(call_timeout=1, memory_mb=1024))
+    assert [r["error"] for r in sb.load_report] == ["TimeoutError: ran longer than 1 s; skipped"]
+    assert sb.call("a") + sb.call("b") == 3
+    assert sb.restarts == 1
+
+
+def test_hanging_call_times_out_then_restarts(open_sandbox):
+    sb = open_sandbox("""
+        import os, time
+        TOKEN = os.urandom(8).hex()
+        def token():
+            return TOKEN
+        def spin():
+            end = time.time() + 30
+            while time.time() < end:
+                pass
+        def make():
+            return object()
+    """, limits=SandboxLimits(call_timeout=1, memory_mb=1024))
+    first = sb.call("token")
+    handle = sb.call("make")
+    start = time.monotonic()
+    with pytest.raises(StudentTimeout, match=r"spin\(\) timed out after 1 s"):
+        sb.call("spin")
+    assert time.monotonic() - start < 5
+    second = sb.call("token")
+    assert second != first and sb.restarts == 1  # a fresh process, code reloaded
+    with pytest.raises(StudentError, match="lost when the student process was restarted"):
+        sb.call("token", handle)
+
+
+CRASHES = {
+    "os._exit": ("import os\nos._exit(3)\n", StudentCrashed, "exited with status 3"),
+    "segfault": ("import ctypes\nctypes.string_at(0)\n", StudentCrashed, "killed by signal SIGSEGV"),
+    "sys.exit": ("import sys\nsys.exit(4)\n", StudentException, "SystemExit"),
+    "KeyboardInterrupt": ("raise KeyboardInterrupt\n", StudentException, "KeyboardInterrupt"),
+}
+
+
+@pytest.mark.parametrize("how", list(CRASHES))
+def test_crash_at_load_and_in_a_call(open_sandbox, how):
+    body, error, text = CRASHES[how]
+    sb = open_sandbox("def ok():\n    return 'ok'\n", body,
+                      "def crash():\n" + textwrap.indent(body, "    "), "def later():\n    return 'later'\n")
+    (entry,) = sb.load_report
+    assert entry["index"] == 1 and text in entry["error"]
+    if error is StudentCrashed:
+        assert entry["error"].endswith("skipped")
+    assert sb.call("ok") == "ok" and sb.call("later") == "later"
+    with pytest.raises(error) as info:
+        sb.call("crash")
+    assert text in (info.value.type_name if error is StudentException else str(info.value))
+    assert sb.call("later") == "later"  # the sandbox goes on (in a fresh process after a crash)
+
+
+def test_memory_hog(open_sandbox):
+    # At most 3 GB even if the limit did not hold.
+    sb = open_sandbox("""
+        import numpy as np
+        def hog():
+            return np.ones(3 * 2**30 // 8).sum()
+        def ok():
+            return 1
+    """, limits=SandboxLimits(call_timeout=10, memory_mb=1024))
+    with pytest.raises((StudentCrashed, StudentException)) as info:
+        sb.call("hog")
+    if isinstance(info.value, StudentException):
+        assert info.value.type_name == "MemoryError"
+    assert sb.call("ok") == 1
+
+
+def test_cpu_limit(open_sandbox):
+    sb = open_sandbox("""
+        import time
+        def burn():
+            end = time.time() + 20
+            while time.time() < end:
+                pass
+        def ok():
+            return 1
+    """, limits=SandboxLimits(call_timeout=15, memory_mb=1024, cpu_seconds=1))
+    start = time.monotonic()
+    with pytest.raises(StudentCrashed, match="CPU time limit"):
+        sb.call("burn")
+    assert time.monotonic() - start < 10
+    assert sb.call("ok") == 1
+
+
+def test_huge_output_is_capped(open_sandbox):
+    sb = open_sandbox("""
+        import sys
+        print("start")
+        def shout():
+            for _ in range(800):  # 50 MB
+                sys.stdout.write("x" * 65536)
+                sys.stderr.write("y" * 100)
+            return "done"
+    """, limits=SandboxLimits(call_timeout=20, memory_mb=1024, output_bytes=10000))
+    start = time.monotonic()
+    assert sb.call("shout") == "done"
+    assert time.monotonic() - start < 15
+    out = sb.output()
+    assert out.startswith("start\n") and "xxxx" in out and out.endswith("[... output truncated ...]\n")
+    assert len(out) < 10100
+
+
+# ----------------------------------------------------------------------------------------- hostile code
+def test_forked_daemon_dies_with_the_sandbox(open_sandbox, marker, level):
+    sb = open_sandbox("""
+        import os, time
+        def daemonize():
+            if os.fork() == 0:
+                os.setsid()
+                if os.fork() == 0:
+                    with open("daemon.pid", "w") as f:
+                        f.write(str(os.getpid()))
+                    end = time.time() + 40
+                    while time.time() < end:
+                        time.sleep(0.1)
+                os._exit(0)
+            os.wait()
+            for _ in range(100):
+                if os.path.exists("daemon.pid"):
+                    break
+                time.sleep(0.02)
+            return "forked"
+    """)
+    assert sb.call("daemonize") == "forked"
+    daemon_pid = int((sb.workdir / "daemon.pid").read_text())
+    assert len(_marked(marker)) >= 2  # the worker and the daemon are alive now
+    start = time.monotonic()
+    sb.close()
+    assert time.monotonic() - start < 5
+    assert _marked(marker) == []
+    if level == "process":  # inside bubblewrap the pid is from the sandbox's own pid namespace
+        assert not _alive(daemon_pid)
+
+
+def test_fork_bomb_is_bounded_and_cleaned_up(open_sandbox, marker, level):
+    sb = open_sandbox("""
+        import os, time
+        def bomb():
+            n = 0
+            for _ in range(50):  # at most 50 children, each gone after 20 s anyway
+                try:
+                    pid = os.fork()
+                except OSError:
+                    break
+                if pid == 0:
+                    time.sleep(20)
+                    os._exit(0)
+                n += 1
+            return n
+    """, limits=SandboxLimits(call_timeout=10, memory_mb=1024, processes=30))
+    forked = sb.call("bomb")
+    if level == "bubblewrap" and AS_ROOT:
+        assert forked < 30  # RLIMIT_NPROC holds for uid 65534
+    assert len(_marked(marker)) >= forked
+    sb.close()
+    assert _marked(marker) == []
+
+
+def test_threads_left_running(open_sandbox, marker):
+    sb = open_sandbox("""
+        import threading, time
+        def spin():
+            end = time.time() + 30
+            while time.time() < end:
+                time.sleep(0.001)
+        def start():
+            threading.Thread(target=spin).start()              # not a daemon thread
+            threading.Thread(target=spin, daemon=True).start()
+            return threading.active_count()
+        def ok():
+            return 1
+    """)
+    assert sb.call("start") == 3
+    assert sb.call("ok") == 1
+    start = time.monotonic()
+    sb.close()
+    assert time.monotonic() - start < 5 and _marked(marker) == []
+
+
+FORGERIES = {
+    "garbage": "os.write(fd, b'garbage' * 1000)",
+    "huge frame": "os.write(fd, b'AGSB' + (2**40).to_bytes(8, 'big') + (0).to_bytes(8, 'big'))",
+    "bad json": "os.write(fd, b'AGSB' + (5).to_bytes(8, 'big') + (0).to_bytes(8, 'big') + b'{[}]x')",
+    "wrong id": "os.write(fd, b'AGSB' + (len(H)).to_bytes(8, 'big') + (0).to_bytes(8, 'big') + H)",
+    "closed pipe": "os.close(fd)",
+}
+
+
+@pytest.mark.parametrize("how", list(FORGERIES))
+def test_forged_reply_is_never_a_value(open_sandbox, how):
+    sb = open_sandbox(f"""
+        import os, sys
+        H = b'{{"id": 1, "status": "ok", "value": 1, "buffers": []}}'
+        def forge():
+            fd = int(sys.argv[2])
+            {FORGERIES[how]}
+            return 42
+        def ok():
+            return 1
+    """)
+    with pytest.raises((InvalidResult, StudentCrashed)):
+        sb.call("forge")
+    assert sb.call("ok") == 1
+
+
+def test_monkeypatching_numpy_in_the_child_does_not_reach_the_grader(open_sandbox):
+    sb = open_sandbox("""
+        import numpy as np
+        np.allclose = lambda *a, **k: True
+        np.testing.assert_allclose = lambda *a, **k: None
+        def value():
+            import numpy
+            return numpy.zeros(2)
+    """)
+    out = sb.call("value")
+    assert type(out) is np.ndarray and not np.allclose(out, np.ones(2))
+    with pytest.raises(AssertionError):
+        np.testing.assert_allclose(out, np.ones(2))
+
+
+def test_environment_and_working_directory(open_sandbox, level):
+    sb = open_sandbox("""
+        import os, sys, tempfile
+        def env():
+            return sorted(os.environ)
+        def where():
+            with open(os.path.join(os.environ["HOME"], "x"), "w") as f:
+                f.write("home is writable")
+            with tempfile.NamedTemporaryFile() as f:
+                pass
+            with open("written.txt", "w") as f:
+                f.write("hi")
+            return os.getcwd(), sys.path[0], os.environ["OMP_NUM_THREADS"], os.environ["EXTRA"]
+    """, env={"EXTRA": "1"})
+    names = set(sb.call("env"))
+    assert names == {"PATH", "HOME", "TMPDIR", "LANG", "MPLBACKEND", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
+                     "OPENBLAS_NUM_THREADS", "AUTOGRADER", "EXTRA", "AG_TEST_MARKER", sandbox.MARKER_VAR}
+    cwd, path0, omp, extra = sb.call("where")
+    assert cwd == path0 and omp == "1" and extra == "1"
+    assert cwd == (sandbox.SANDBOX_WORKDIR if level == "bubblewrap" else str(sb.workdir))
+    assert (sb.workdir / "written.txt").read_text() == "hi"
+
+
+# ----------------------------------------------------------------------------------------- bubblewrap only
+@needs_bwrap
+def test_bubblewrap_hides_the_machine(tmp_path, monkeypatch, marker):
+    monkeypatch.setenv("AUTOGRADER_ISOLATION", "bubblewrap")
+    repo = Path(sandbox.__file__).resolve().parent.parent
+    other = tmp_path / "other_student"
+    other.mkdir()
+    (other / "secret.py").write_text("ANSWER = 42\n")
+    work = tmp_path / "work"
+    work.mkdir()
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+    source = textwrap.dedent(f"""
+        import os, socket
+        def attempt(action):
+            try:
+                return ("ok", repr(action()))
+            except BaseException as exc:
+                return ("failed", type(exc).__name__)
+        def probe():
+            def connect():
+                s = socket.socket()
+                s.settimeout(2)
+                s.connect(("127.0.0.1", {port}))
+            def write(path):
+                with open(path, "w") as f:
+                    f.write("x")
+            return {{
+                "course.yml": attempt(lambda: open({str(repo / "course.yml")!r}).read()),
+                "autograder": attempt(lambda: os.listdir({str(repo / "autograder")!r})),
+                "import": attempt(lambda: __import__("autograder.sandbox")),
+                "shared": attempt(lambda: os.listdir("/work/shared")),
+                "other": attempt(lambda: open({str(other / "secret.py")!r}).read()),
+                "root": attempt(lambda: sorted(os.listdir("/root"))),
+                "connect": attempt(connect),
+                "write /usr": attempt(lambda: write("/usr/x")),
+                "write /etc": attempt(lambda: write("/etc/x")),
+                "write venv": attempt(lambda: write({os.path.join(os.sys.prefix, "x")!r})),
+                "write /tmp": attempt(lambda: write("/tmp/x")),
+                "uid": os.getuid(),
+            }}
+        def probe_list():
+            return sorted(probe().items())
+    """)
+    with Sandbox(work, [LoadUnit("nb.ipynb", 0, source, "cell")], SandboxLimits(call_timeout=10),
+                 env={"AG_TEST_MARKER": marker}) as sb:
+        assert sb.isolation == "bubblewrap"
+        result = dict(sb.call("probe_list"))
+    listener.close()
+    for key in ("course.yml", "autograder", "import", "shared", "other", "connect", "write /usr", "write /etc",
+                "write venv"):
+        assert result[key][0] == "failed", (key, result[key])
+    assert result["root"] == ("ok", "['.pyenv']") or not str(os.sys.base_prefix).startswith("/root")
+    assert result["write /tmp"][0] == "ok"
+    if AS_ROOT:
+        assert result["uid"] == 65534
+    assert _marked(marker) == []
