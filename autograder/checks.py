@@ -47,8 +47,8 @@ def call(function, *args, case=None, **kwargs):
     """Call a student function through the sandbox; any failure of the call becomes a GradingFailure."""
     try:
         return function(*args, **kwargs)
-    except MissingFunction as exc:
-        raise GradingFailure(f"{exc.name} is not defined in your submission") from None
+    except MissingFunction:
+        raise GradingFailure(f"{function.name} is not defined in your submission") from None
     except StudentException as exc:
         raise GradingFailure(f"{function.name} raised {exc.type_name}{_where(case)}: {exc.message}") from None
     except StudentError as exc:
@@ -130,8 +130,8 @@ def expect_raises(function, args: tuple, exception: str, what: str, case=None) -
         if exc.type_name != exception:
             raise GradingFailure(f"{what}: raised {exc.type_name} instead of {exception}{_where(case)}") from None
         return
-    except MissingFunction as exc:
-        raise GradingFailure(f"{exc.name} is not defined in your submission") from None
+    except MissingFunction:
+        raise GradingFailure(f"{getattr(function, 'name', what)} is not defined in your submission") from None
     except StudentError as exc:
         raise GradingFailure(f"{what}{_where(case)}: {exc}") from None
     raise GradingFailure(f"{what}: should raise {exception}{_where(case)} but returned {describe(result)}")

@@ -112,5 +112,28 @@ def grade(submissions: Path, out: Path, jobs: int, timeout: float | None, resume
     click.echo(f"Grades: {out / 'grades.csv'}; summary: {out / 'summary.json'}")
 
 
+@main.command()
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("build/validation"),
+              show_default=True, help="Where the graded cases and validation.json go.")
+@click.option("--jobs", "-j", default=2, show_default=True, type=click.IntRange(min=1))
+@click.option("--corpus", "corpora", multiple=True, type=click.Choice(["mutants", "variants", "attacks"]),
+              help="Only these corpora of tests/submissions/ (default: all).")
+@click.option("--assignment", default="vanishing_gradients", show_default=True, help="Assignment id in course.yml.")
+@course_option
+def validate(out: Path, jobs: int, corpora: tuple[str, ...], assignment: str, course_file: Path):
+    """Prove the graders: the reference gets full marks, the release 0, every mutant, variant and attack in
+    tests/submissions/ what its spec declares. Prints a table; exits 1 on any miss."""
+    from autograder import validate as validating
+
+    course = _load(course_file)
+    report = validating.validate(course, assignment, out, corpora=corpora or validating.CORPORA, jobs=jobs)
+    click.echo(validating.format_table(report))
+    misses = sum(1 for case in report["cases"] if not case["ok"])
+    click.echo(f"{len(report['cases'])} cases, {misses} missed, isolation {report['isolation']}; "
+               f"report: {out / 'validation.json'}")
+    if not report["ok"]:
+        sys.exit(1)
+
+
 if __name__ == "__main__":
     main()

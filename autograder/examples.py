@@ -16,6 +16,8 @@ solutions/: each student starts from the solutions or the release and applies a 
             source: "print('hello')"
         files:                     # extra files written verbatim
           helpers.py: "def f(): ..."
+        symlinks:                  # symbolic links (the attack corpus uses them)
+          stolen.ipynb: "@REPO@/solutions/vanishing_gradients/1_bptt.ipynb"
 
 An edit's `replace` text must occur exactly once in the notebook's answer cells (so a changed solution breaks the spec loudly
 rather than silently producing a correct "mistake").
@@ -84,6 +86,8 @@ def build_student(name: str, spec: dict, course: Course, assignment_id: str, des
             target.write_bytes(bytes.fromhex(text["bytes_hex"]))
         else:
             target.write_text(substitute(text), encoding="utf-8")
+    for link_name, target in (spec.get("symlinks") or {}).items():  # for the attack corpus: links out of the folder
+        (folder / link_name).symlink_to(substitute(target))
     if spec.get("layout") == "nbgrader":
         (folder / "timestamp.txt").write_text("2026-12-18 20:15:00.000000 UTC\n")
     return folder

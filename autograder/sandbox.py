@@ -3,8 +3,8 @@
 The trusted grader holds reference values and hidden tests, so student code never runs in its process.
 A `Sandbox` starts a child (autograder/sandbox_worker.py), loads the student's code units into one
 namespace, and executes calls on request. Only plain data comes back (arrays of bool/int/float, numbers,
-strings, tuples and lists of those), re-built here from validated bytes, never unpickled; everything else
-stays in the child and is represented by a `Handle` that later calls can pass back.
+strings), re-built here from validated bytes, never unpickled; tuples and lists are rebuilt item by item;
+any other object stays in the child and is represented by a `Handle` that later calls can pass back.
 
     with Sandbox(workdir, units, SandboxLimits(call_timeout=10)) as sb:
         h, cache = sb.call("rnn_forward", x, h0, Wx, Wh, b)     # cache may be a Handle
@@ -124,7 +124,7 @@ class Handle:
     def __init__(self, type_name: str, id: int, owner: object, generation: int):
         self.type_name = type_name  # reported by the child: untrusted text
         self.id = id
-        self._owner = owner
+        self._owner = owner  # the sandbox's identity token (not the Sandbox: a Handle must not keep it alive)
         self._generation = generation
 
     def __repr__(self) -> str:
@@ -201,7 +201,7 @@ def _bwrap_argv(workdir: Path, worker: Path, tmp_bytes: int) -> list[str]:
         # not become nobody, and RLIMIT_NPROC would not apply. As root, bwrap needs no user namespace.
         argv += ["--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try"]
     else:
-        argv += ["--unshare-all", "--uid", str(NOBODY), "--gid", str(NOBODY)]
+        argv += ["--unshare-all", "--unshare-user", "--uid", str(NOBODY), "--gid", str(NOBODY)]
     argv += ["--die-with-parent", "--new-session", "--hostname", "sandbox",
              "--ro-bind", "/usr", "/usr", "--ro-bind", "/etc", "/etc"]
     for name in ("bin", "sbin", "lib", "lib32", "lib64", "libx32"):
@@ -389,6 +389,16 @@ class _Child:
             self.pidfd = -1  # no pidfds: poll in short slices instead
 
     # ---- request / reply ----
+    def await_greeting(self, timeout: float) -> None:
+        """The worker's first message, sent before any student code runs."""
+        reply, _ = self._read_frame(time.monotonic() + timeout)
+        if reply.get("status") != "ready" or reply.get("id") != 0:
+            raise _Garbage("the worker did not greet")
+        self.worker_pid = self.proc.pid
+        if self.level == "bubblewrap":  # bwrap -> its pid-1 reaper -> the worker
+            for _ in range(2):
+                self.worker_pid = (_children(self.worker_pid) or [-1])[0]
+
     def request(self, header: dict, buffers: list[bytes], timeout: float) -> tuple[dict, memoryview]:
         self.op_start = time.monotonic()
         self.op_cpu = _cpu_seconds(self.worker_pid)
@@ -503,11 +513,11 @@ class _Child:
         limits = self.limits
         if sig in (signal.SIGKILL, signal.SIGXCPU):
             # RLIMIT_CPU ends a process with SIGKILL. Under bubblewrap wait4 does not see the worker's CPU
-            # time, so estimate it from the CPU time it had when the operation began plus the time since.
+            # time, so also estimate it: the CPU time it had when the operation began plus the time since.
             cpu = self.op_cpu + (time.monotonic() - self.op_start)
-            if self.rusage is not None and self.level == "process":
-                cpu = self.rusage.ru_utime + self.rusage.ru_stime
-            if cpu >= limits.cpu_seconds - 0.05:
+            if self.rusage is not None:
+                cpu = max(cpu, self.rusage.ru_utime + self.rusage.ru_stime)
+            if cpu >= 0.9 * limits.cpu_seconds:  # rusage can read a little under the kernel's own count
                 return f"used up its CPU time limit ({limits.cpu_seconds} s; {how})"
         if self.rusage is not None and self.rusage.ru_maxrss >= 0.9 * limits.memory_mb * 1024:
             return f"ran out of memory (limit {limits.memory_mb} MB; {how})"
@@ -768,6 +778,7 @@ class Sandbox:
         self._lock = threading.RLock()
         self._output = _Output(self.limits.output_bytes)
         self._marker = secrets.token_hex(16)
+        self._identity = object()  # what Handles remember of their sandbox
         self._res = _Resources()
         self._finalizer = weakref.finalize(self, self._res.close)
 
@@ -811,13 +822,13 @@ class Sandbox:
             if not self._started or self._res.private_dir is None:
                 raise RuntimeError("the Sandbox is not open (use it in a with statement)")
             child = self._res.child
-            if child is None or child.dead is not None:
-                self._discard_child()
+            if child is None:  # the last one timed out or crashed: start afresh, reload the units
                 child = self._res.child = self._start_and_load()
             buffers: list[bytes] = []
             request = {"op": "call", "name": name,
-                       "args": [_encode_arg(a, buffers, self, child.generation) for a in args],
-                       "kwargs": [[k, _encode_arg(v, buffers, self, child.generation)] for k, v in kwargs.items()]}
+                       "args": [_encode_arg(a, buffers, self._identity, child.generation) for a in args],
+                       "kwargs": [[k, _encode_arg(v, buffers, self._identity, child.generation)]
+                                  for k, v in kwargs.items()]}
             what = f"{name}()"
             try:
                 reply, payload = child.request(request, buffers, self.limits.call_timeout)
@@ -833,7 +844,7 @@ class Sandbox:
             status = reply.get("status")
             if status == "ok" and "value" in reply:
                 try:
-                    return _Decoder(reply, payload, self, child.generation).value(reply["value"])
+                    return _Decoder(reply, payload, self._identity, child.generation).value(reply["value"])
                 except InvalidResult:
                     self._discard_child()  # a child that writes malformed replies is not trusted again
                     raise
@@ -869,14 +880,14 @@ class Sandbox:
             if os.geteuid() == 0:
                 _chown_tree(self.workdir, NOBODY, NOBODY)  # the student runs as nobody and writes here
             self._argv = _bwrap_argv(self.workdir, worker, 4 * self.limits.file_bytes) + [
-                sys.executable, "-I", SANDBOX_WORKER]
+                sys.executable, "-I", "-S", SANDBOX_WORKER]  # -S: the worker sets up site-packages itself
             self._cwd = "/"
             home = tmp = "/tmp"
             self._workdir_inside = SANDBOX_WORKDIR
         else:
             (private / "home").mkdir()
             (private / "tmp").mkdir()
-            self._argv = [sys.executable, "-I", str(worker)]
+            self._argv = [sys.executable, "-I", "-S", str(worker)]
             self._cwd = str(self.workdir)
             home, tmp = str(private / "home"), str(private / "tmp")
             self._workdir_inside = str(self.workdir)
@@ -886,27 +897,33 @@ class Sandbox:
                      "OPENBLAS_NUM_THREADS": "1", "AUTOGRADER": "1", **self.extra_env, MARKER_VAR: self._marker}
 
     def _spawn(self) -> _Child:
+        """Starts a child and waits for its greeting (no student code has run yet)."""
         self._generation += 1
         if self._generation > 1:
             self.restarts += 1
-        child = _Child(self._argv, self._env, self._cwd, self.limits, self.isolation, self._marker,
-                       self._generation, self._output)
-        self._res.child = child  # so that close() kills it even if start-up fails
-        try:
-            reply, _ = child._read_frame(time.monotonic() + START_TIMEOUT)
-            if reply.get("status") != "ready" or reply.get("id") != 0:
-                raise _Garbage("no greeting")
-            child.worker_pid = child.proc.pid
-            if self.isolation == "bubblewrap":  # bwrap -> its pid-1 reaper -> the worker
-                for _ in range(2):
-                    child.worker_pid = (_children(child.worker_pid) or [-1])[0]
-        except (_TimedOut, _Died, _Garbage) as exc:
-            child.kill()
-            self._res.child = None
-            detail = self._output.text()[-1000:]
-            raise RuntimeError(f"the student process did not start ({type(exc).__name__.strip('_')}: {exc}); "
-                               f"its output: {detail!r}") from None
-        return child
+        deadline = time.monotonic() + START_TIMEOUT
+        delay = 0.1
+        while True:
+            seen = len(self._output.data)
+            child = _Child(self._argv, self._env, self._cwd, self.limits, self.isolation, self._marker,
+                           self._generation, self._output)
+            self._res.child = child  # so that close() kills it even if start-up fails
+            try:
+                child.await_greeting(max(deadline - time.monotonic(), 1.0))
+                return child
+            except (_TimedOut, _Died, _Garbage) as exc:
+                child.kill()
+                self._res.child = None
+                said = bytes(self._output.data[seen:])
+                if isinstance(exc, _Died) and b"Resource temporarily unavailable" in said \
+                        and time.monotonic() + delay < deadline:
+                    # RLIMIT_NPROC counts all processes of uid 65534, so another student's fork bomb can use
+                    # it up for a moment (until its call times out): wait rather than fail this student.
+                    time.sleep(delay)
+                    delay = min(2 * delay, 2.0)
+                    continue
+                raise RuntimeError(f"the student process did not start ({type(exc).__name__.strip('_')}: "
+                                   f"{exc}); its output: {said[-1000:].decode(errors='replace')!r}") from None
 
     def _start_and_load(self) -> _Child:
         """Starts a child and loads every unit not known to hang or crash; restarts after each such unit."""

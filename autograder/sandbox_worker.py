@@ -1,7 +1,7 @@
 """The student side of the sandbox: runs student code and answers the grader's requests.
 
 autograder/sandbox.py copies this file to a private read-only place and starts it as
-`python -I worker.py REQUEST_FD REPLY_FD REPLY_LIMIT` inside the sandbox. It must stay self-contained
+`python -I -S worker.py REQUEST_FD REPLY_FD REPLY_LIMIT` inside the sandbox. It must stay self-contained
 (standard library only, numpy imported only when an array crosses) because the autograder package
 is invisible in there.
 
@@ -156,6 +156,7 @@ class Worker:
         self.reply_limit = reply_limit
         self.handles = {}
         self.unit_files = set()
+        self.pid = os.getpid()
         # The student namespace is a fresh __main__ module, as in a notebook kernel, so that pickle and
         # multiprocessing find student classes under __main__.
         self.main = types.ModuleType("__main__")
@@ -271,6 +272,8 @@ class Worker:
                         stream.flush()
                     except BaseException:
                         pass
+            if os.getpid() != self.pid:
+                os._exit(0)  # a fork made by student code returned into the worker: only the original answers
             reply["id"] = req["id"]
             try:
                 self.send(reply, out)
@@ -278,8 +281,32 @@ class Worker:
                 self.send({"id": req["id"], **self.error(exc)})
 
 
+def _add_site_packages():
+    """What `site` does at start-up, minus editable installs.
+
+    The parent starts python with -S because processing the virtualenv's .pth files costs ~30 ms, mostly
+    an editable-install finder that points into the grader's own checkout: useless in the sandbox, where
+    the checkout is invisible, and unwanted outside it.
+    """
+    import site
+
+    known = set(sys.path)
+    for sitedir in site.getsitepackages():
+        if not os.path.isdir(sitedir) or sitedir in known:
+            continue
+        sys.path.append(sitedir)
+        known.add(sitedir)
+        for name in sorted(os.listdir(sitedir)):
+            if name.endswith(".pth") and not name.startswith("__editable__"):
+                site.addpackage(sitedir, name, known)
+    site.setquit()  # exit(), quit(), help() and friends, as in a normal interpreter
+    site.setcopyright()
+    site.sethelper()
+
+
 def main():
     request_fd, reply_fd, reply_limit = (int(a) for a in sys.argv[1:4])
+    _add_site_packages()
     try:
         Worker(request_fd, reply_fd, reply_limit).serve()
     except BaseException:

@@ -6,10 +6,12 @@ sandbox cannot harm the machine. Isolation-independent tests run at both levels 
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import socket
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -459,6 +461,7 @@ FORGERIES = {
     "bad json": "os.write(fd, b'AGSB' + (5).to_bytes(8, 'big') + (0).to_bytes(8, 'big') + b'{[}]x')",
     "wrong id": "os.write(fd, b'AGSB' + (len(H)).to_bytes(8, 'big') + (0).to_bytes(8, 'big') + H)",
     "closed pipe": "os.close(fd)",
+    "deep json": "os.write(fd, b'AGSB' + (200000).to_bytes(8, 'big') + (0).to_bytes(8, 'big') + b'[' * 200000)",
 }
 
 
@@ -575,4 +578,81 @@ def test_bubblewrap_hides_the_machine(tmp_path, monkeypatch, marker):
     assert result["write /tmp"][0] == "ok"
     if AS_ROOT:
         assert result["uid"] == 65534
+    assert _marked(marker) == []
+
+
+# Well-framed replies that answer the right request (student code can read the request id from the worker's
+# frame) but carry values that the grader must refuse.
+BAD_VALUES = {
+    "bytes do not match the shape": ({"t": "nd", "dtype": "<f8", "shape": [1000], "b": 0}, [8]),
+    "object dtype": ({"t": "nd", "dtype": "|O", "shape": [1], "b": 0}, [8]),
+    "negative shape": ({"t": "nd", "dtype": "<f8", "shape": [-1], "b": 0}, [8]),
+    "buffer out of range": ({"t": "nd", "dtype": "<f8", "shape": [1], "b": 5}, [8]),
+    "buffers do not add up": ({"t": "nd", "dtype": "<f8", "shape": [1], "b": 0}, [800]),
+    "unknown tag": ({"t": "pickle", "v": "gASVAAAAAAAAAAB9lC4="}, []),
+    "bare dict": ({"a": 1}, []),
+    "too deep": ("nested below", []),
+    "long string": ("x" * (2**20 + 1), []),
+    "handle without type": ({"t": "h", "id": 1}, []),
+}
+
+
+@pytest.mark.parametrize("how", list(BAD_VALUES))
+def test_well_framed_but_invalid_values_are_refused(open_sandbox, how):
+    value, buffers = BAD_VALUES[how]
+    if how == "too deep":
+        for _ in range(40):
+            value = {"t": "tuple", "v": [value]}
+    sb = open_sandbox(f"""
+        import json, os, sys
+        def forge(value_json, sizes):
+            value = json.loads(value_json)
+            rid = sys._getframe(1).f_locals["req"]["id"]  # the worker's request: student code can see it
+            data = json.dumps({{"id": rid, "status": "ok", "value": value, "buffers": sizes}}).encode()
+            payload = bytes(8)
+            frame = b"AGSB" + len(data).to_bytes(8, "big") + len(payload).to_bytes(8, "big") + data + payload
+            os.write(int(sys.argv[2]), frame)
+            return 1
+        def ok():
+            return 1
+    """)
+    with pytest.raises(InvalidResult):
+        sb.call("forge", json.dumps(value), buffers)
+    assert sb.call("ok") == 1
+
+
+@needs_bwrap
+@pytest.mark.skipif(not AS_ROOT, reason="RLIMIT_NPROC is per real uid only when the grader runs as root")
+def test_start_waits_out_another_students_fork_bomb(tmp_path, monkeypatch, marker):
+    """uid 65534's process limit is shared: a bomb in one sandbox must only delay the start of another."""
+    monkeypatch.setenv("AUTOGRADER_ISOLATION", "bubblewrap")
+    bomb = textwrap.dedent("""
+        import os, time
+        def bomb():
+            n = 0
+            for _ in range(60):
+                try:
+                    pid = os.fork()
+                except OSError:
+                    break
+                if pid == 0:
+                    time.sleep(20)
+                    os._exit(0)
+                n += 1
+            return n
+    """)
+    limits = SandboxLimits(call_timeout=10, memory_mb=1024, processes=40)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    with Sandbox(tmp_path / "a", [LoadUnit("nb.ipynb", 0, bomb, "cell")], limits,
+                 env={"AG_TEST_MARKER": marker}) as a:
+        assert a.call("bomb") < 40  # uid 65534 is now at its limit
+        closer = threading.Timer(1.0, a.close)
+        closer.start()
+        start = time.monotonic()
+        with Sandbox(tmp_path / "b", [LoadUnit("nb.ipynb", 0, "def ok():\n    return 1\n", "cell")], limits,
+                     env={"AG_TEST_MARKER": marker}) as b:
+            assert b.call("ok") == 1
+        closer.join()
+        assert 0.5 < time.monotonic() - start < 15
     assert _marked(marker) == []

@@ -1,0 +1,212 @@
+"""`autograder validate`: prove the graders. Grades the reference (must get full marks), the untouched release
+(must get 0), and every case of the corpora in tests/submissions/ (mutants: one realistic mistake each; variants:
+correct code written differently; attacks: hostile submissions), checks each against what its spec declares, and
+prints a table: case, expected, got, verdict. Any miss makes the command fail.
+
+A spec entry's `expect` may hold:
+    score: full | <number>     the total score
+    lose: [functions]          each must lose points
+    keep: [functions]          each must keep all its points (with `lose` and no `keep`: every other function)
+    names: [words]             each must appear in the message of some failed test
+    requires: bubblewrap       only checked where bubblewrap is available
+Side conditions checked for the whole batch: no process left whose command line holds one of the spec's
+`markers`, and nothing received on the loopback port that attacks are given as @PORT@.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import tempfile
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from autograder import REPO_ROOT
+from autograder.course import Assignment, Course
+
+CORPUS_DIR = REPO_ROOT / "tests" / "submissions"
+CORPORA = ("mutants", "variants", "attacks")
+BUILTIN_CASES = {"reference": {"from": "solutions", "expect": {"score": "full"}},
+                 "untouched_release": {"from": "release", "expect": {"score": 0}}}
+
+
+@dataclass
+class Verdict:
+    case: str
+    corpus: str
+    expected: str
+    got: str
+    problems: list[str] = field(default_factory=list)
+    skipped: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def function_scores(document: dict) -> dict[str, float]:
+    scores: dict[str, float] = {}
+    for test in document["tests"]:
+        function = (test.get("tags") or [test["name"].split(":")[0]])[0]
+        scores[function] = scores.get(function, 0.0) + test["score"]
+    return scores
+
+
+def describe_expectation(expect: dict) -> str:
+    parts = []
+    if "score" in expect:
+        parts.append(f"score {expect['score']}")
+    if expect.get("lose"):
+        parts.append("loses " + ", ".join(expect["lose"]))
+    if expect.get("keep"):
+        parts.append(f"keeps {len(expect['keep'])} functions")
+    return "; ".join(parts) or "(nothing declared)"
+
+
+def check_expectation(expect: dict, document: dict, assignment: Assignment, grader_errors: str = "") -> list[str]:
+    """What is wrong with `document` against `expect` (empty when it matches)."""
+    problems = []
+    if grader_errors:
+        problems.append("grader errors: " + grader_errors.strip().splitlines()[-1][:200])
+    scores = function_scores(document)
+    score = document["score"]
+    if expect.get("score") == "full":
+        if abs(score - assignment.max_score) > 1e-6:
+            failed = [t["name"] for t in document["tests"] if t["status"] != "passed"]
+            problems.append(f"expected full marks, got {score:g}; failed: {'; '.join(failed)[:300]}")
+    elif "score" in expect and abs(score - float(expect["score"])) > 1e-6:
+        passed = [t["name"] for t in document["tests"] if t["status"] == "passed"]
+        problems.append(f"expected {expect['score']}, got {score:g}; passed: {'; '.join(passed)[:300]}")
+    for function in expect.get("lose", []):
+        if scores.get(function, 0.0) >= assignment.points[function] - 1e-9:
+            problems.append(f"{function} kept all its points")
+    keep = expect.get("keep")
+    if keep is None and "lose" in expect:
+        keep = [f for f in assignment.points if f not in expect["lose"]]
+    for function in keep or []:
+        if abs(scores.get(function, 0.0) - assignment.points[function]) > 1e-6:
+            messages = [t["output"] for t in document["tests"] if t["tags"][0] == function and t["status"] != "passed"]
+            problems.append(f"{function} lost points: {'; '.join(messages)[:300]}")
+    failed_messages = " ".join(t["output"] for t in document["tests"] if t["status"] != "passed")
+    for word in expect.get("names", []):
+        if word not in failed_messages:
+            problems.append(f"no failure message names {word!r}")
+    return problems
+
+
+class Listener:
+    """A loopback server that records whatever reaches it (attacks try to connect to it)."""
+
+    def __init__(self):
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.server.settimeout(0.5)
+        self.port = self.server.getsockname()[1]
+        self.received: list[bytes] = []
+        self._running = True
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self):
+        while self._running:
+            try:
+                conn, _ = self.server.accept()
+            except OSError:
+                continue
+            with conn:
+                conn.settimeout(1)
+                try:
+                    self.received.append(conn.recv(1024) or b"(connected)")
+                except OSError:
+                    self.received.append(b"(connected)")
+
+    def close(self):
+        self._running = False
+        self._thread.join(timeout=5)
+        self.server.close()
+
+
+def leftover_processes(markers: list[str]) -> list[str]:
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if any(marker in cmdline for marker in markers):
+            found.append(f"pid {pid}: {cmdline.strip()}")
+    return found
+
+
+def validate(course: Course, assignment_id: str, out: Path, corpus_dir: Path = CORPUS_DIR,
+             corpora: tuple[str, ...] = CORPORA, jobs: int = 2, timeout: float | None = None) -> dict:
+    """Build and grade every case, then judge it; returns a report (also written to OUT/validation.json)."""
+    from autograder.examples import build_student, load_spec
+    from autograder.grade import GradeOptions, grade_batch
+    from autograder.sandbox import isolation_level
+
+    assignment = course.assignment(assignment_id)
+    isolation = isolation_level()
+    listener = Listener()
+    cases: dict[str, tuple[str, dict]] = {name: ("builtin", spec) for name, spec in BUILTIN_CASES.items()}
+    markers: list[str] = []
+    try:
+        with tempfile.TemporaryDirectory(prefix="vg-validate-") as scratch:
+            submissions = Path(scratch) / "submissions"
+            submissions.mkdir()
+            for corpus in corpora:
+                spec = load_spec(corpus_dir / f"{corpus}.yml")
+                markers += [str(m) for m in spec.get("markers", [])]
+                for name, student in spec["students"].items():
+                    if name in cases:
+                        raise ValueError(f"case {name!r} appears twice")
+                    cases[name] = (corpus, student or {})
+            for name, (_, student) in cases.items():
+                build_student(name, student, course, assignment_id, submissions,
+                              substitutions={"@PORT@": str(listener.port), "@REPO@": str(REPO_ROOT)})
+            options = GradeOptions(assignment, out, timeout or assignment.limits.timeout_seconds, isolation)
+            grade_batch(submissions, options, jobs=jobs)
+    finally:
+        listener.close()
+
+    verdicts = []
+    for name, (corpus, student) in cases.items():
+        expect = student.get("expect", {})
+        document = json.loads((out / name / "results.json").read_text())
+        errors_file = out / name / "grader_errors.txt"
+        verdict = Verdict(name, corpus, describe_expectation(expect), f"{document['score']:g}")
+        if expect.get("requires") == "bubblewrap" and isolation != "bubblewrap":
+            verdict.skipped = "needs bubblewrap"
+        else:
+            verdict.problems = check_expectation(expect, document, assignment,
+                                                 errors_file.read_text() if errors_file.exists() else "")
+        verdicts.append(verdict)
+    survivors = leftover_processes(markers) if markers else []
+    network = [r.decode(errors="replace") for r in listener.received] if isolation == "bubblewrap" else []
+    report = {
+        "isolation": isolation,
+        "cases": [vars(v) | {"ok": v.ok} for v in verdicts],
+        "survivors": survivors,
+        "network_received": network,
+        "ok": all(v.ok for v in verdicts) and not survivors and not network,
+    }
+    (out / "validation.json").write_text(json.dumps(report, indent=2))
+    return report
+
+
+def format_table(report: dict) -> str:
+    rows = [("case", "corpus", "expected", "got", "verdict")]
+    for case in report["cases"]:
+        verdict = "skipped: " + case["skipped"] if case["skipped"] else ("ok" if case["ok"] else "MISS")
+        rows.append((case["case"], case["corpus"], case["expected"], case["got"], verdict))
+    widths = [min(max(len(r[i]) for r in rows), 60) for i in range(5)]
+    lines = ["  ".join(cell[:60].ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
+    for case in report["cases"]:
+        for problem in case["problems"]:
+            lines.append(f"MISS {case['case']}: {problem}")
+    for survivor in report["survivors"]:
+        lines.append(f"MISS a process outlived grading: {survivor}")
+    if report["network_received"]:
+        lines.append(f"MISS the loopback listener received data: {report['network_received']}")
+    return "\n".join(lines)
