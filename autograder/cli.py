@@ -80,10 +80,13 @@ def build_class_command(spec: Path, dest: Path, assignment: str, course_file: Pa
 @click.option("--timeout", type=click.FloatRange(min=1), default=None,
               help="Wall-clock limit of one submission in seconds [default: course.yml's timeout_seconds].")
 @click.option("--resume", is_flag=True, help="Keep the results already in OUT; grade only the students missing.")
+@click.option("--gradebook", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also record the scores in this nbgrader gradebook database (created if missing), for "
+                   "formgrader and `nbgrader export`.")
 @click.option("--assignment", default="vanishing_gradients", show_default=True, help="Assignment id in course.yml.")
 @course_option
-def grade(submissions: Path, out: Path, jobs: int, timeout: float | None, resume: bool, assignment: str,
-          course_file: Path):
+def grade(submissions: Path, out: Path, jobs: int, timeout: float | None, resume: bool, gradebook: Path | None,
+          assignment: str, course_file: Path):
     """Grade every student folder in SUBMISSIONS (flat, or nbgrader's <student>/<assignment>/ layout)."""
     from autograder.grade import GradeOptions, grade_batch
     from autograder.sandbox import isolation_level
@@ -109,7 +112,44 @@ def grade(submissions: Path, out: Path, jobs: int, timeout: float | None, resume
         click.echo(f"Grader errors for: {', '.join(summary['grader_errors'])} (see OUT/<student>/grader_errors.txt)",
                    err=True)
     click.echo(f"Results: {out / '<student>' / 'results.json'}, feedback pages: {out / '<student>' / 'feedback.html'}")
-    click.echo(f"Grades: {out / 'grades.csv'}; summary: {out / 'summary.json'}")
+    click.echo(f"Grades: {out / 'grades.csv'}; class summary: {out / 'summary.html'} (and summary.json)")
+    if gradebook is not None:
+        import json
+
+        from autograder.gradebook import GradebookError, record_grades
+
+        documents = {path.parent.name: json.loads(path.read_text()) for path in sorted(out.glob("*/results.json"))}
+        try:
+            record_grades(f"sqlite:///{gradebook.resolve()}", course, spec.id, documents, course_file.resolve().parent)
+        except GradebookError as exc:
+            raise click.ClickException(f"gradebook: {exc}") from None
+        click.echo(f"Recorded {len(documents)} students in the nbgrader gradebook {gradebook}")
+
+
+@main.group()
+def bundle():
+    """Package the grader for another platform."""
+
+
+@bundle.command("gradescope")
+@click.option("--assignment", default="vanishing_gradients", show_default=True, help="Assignment id in course.yml.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Where to write the zip [default: build/gradescope_<ASSIGNMENT>.zip].")
+@course_option
+def bundle_gradescope(assignment: str, out: Path | None, course_file: Path):
+    """Write the Gradescope autograder zip of ASSIGNMENT: setup.sh, run_autograder and the kit (engine, hidden
+    graders, solutions, course.yml). Upload it as the assignment's autograder; it grades each submission with the
+    same engine and sandbox as `autograder grade`. The same sources always give the same bytes. The zip contains
+    the solutions: keep it private."""
+    from autograder.bundle import BundleError, build_gradescope_bundle
+
+    course = _load(course_file)
+    out = out or Path("build") / f"gradescope_{assignment}.zip"
+    try:
+        path = build_gradescope_bundle(course, assignment, out, course_file.resolve().parent, course_file=course_file)
+    except BundleError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"Wrote {path} ({path.stat().st_size / 1024:.0f} KB). It holds the solutions: keep it private.")
 
 
 @main.command()

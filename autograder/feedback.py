@@ -17,6 +17,7 @@ text-align: left; vertical-align: top; } th { background: #f4f4f4; } td.num { te
 tr.passed td.status { color: #1a7f37; } tr.failed td.status { color: #c62828; font-weight: 600; }
 pre { background: #f7f7f7; padding: .75rem; overflow-x: auto; white-space: pre-wrap; }
 .score { font-size: 1.4rem; font-weight: 600; }
+figure { margin: 1.5rem 0; } figure img { max-width: 100%; } figcaption { margin-bottom: .4rem; }
 </style></head><body>
 <h1>{{ doc.extra_data.assignment }}: feedback for {{ doc.extra_data.student }}</h1>
 <p class="score">{{ "%g"|format(doc.score) }} / {{ "%g"|format(doc.max_score) }} points</p>
@@ -29,17 +30,86 @@ pre { background: #f7f7f7; padding: .75rem; overflow-x: auto; white-space: pre-w
 <td class="num">{{ "%g"|format(test.score) }} / {{ "%g"|format(test.max_score) }}</td><td>{{ test.output }}</td></tr>
 {% endfor %}
 </table>
+{% if figures %}<h2>Your functions on public inputs</h2>
+{% for figure in figures %}<figure><figcaption><strong>{{ figure.title }}.</strong> {{ figure.caption }}</figcaption>
+<img alt="{{ figure.title }}" src="data:image/png;base64,{{ figure.png }}"></figure>
+{% endfor %}{% endif %}
 <p>Files graded: {{ doc.extra_data.files|join(", ") or "none" }}.
 Written answers are graded by hand and are not included here.</p>
 </body></html>
 """)
 
 
-def render_feedback(document: dict) -> str:
-    return TEMPLATE.render(doc=document)
+def render_feedback(document: dict, figures: list[dict] | None = None) -> str:
+    return TEMPLATE.render(doc=document, figures=figures or [])
 
 
-def write_feedback(path: Path, document: dict) -> None:
+def write_feedback(path: Path, document: dict, figures: list[dict] | None = None) -> None:
     from autograder.grade import write_atomic
 
-    write_atomic(path, render_feedback(document))
+    write_atomic(path, render_feedback(document, figures))
+
+
+SUMMARY_TEMPLATE = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined).from_string("""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>Class summary: {{ summary.assignment }}</title>
+<style>
+body { font: 15px/1.45 system-ui, sans-serif; max-width: 64rem; margin: 2rem auto; padding: 0 1rem; color: #222; }
+table { border-collapse: collapse; width: 100%; } th, td { border-bottom: 1px solid #ddd; padding: .3rem .5rem;
+text-align: left; } th { background: #f4f4f4; } td.num { text-align: right; } img { max-width: 100%; }
+</style></head><body>
+<h1>{{ summary.assignment }}: class summary</h1>
+<p>{{ summary.students }} submissions; mean {{ summary.mean_score }} / {{ "%g"|format(summary.max_score) }};
+{{ summary.full_marks }} with full marks, {{ summary.zero }} with zero. Isolation: {{ summary.isolation }}.
+{% if summary.grader_errors %}<strong>Grader errors for {{ summary.grader_errors|join(", ") }}</strong>
+(see their grader_errors.txt).{% endif %}</p>
+{% if histogram %}<img alt="score histogram" src="data:image/png;base64,{{ histogram }}">{% endif %}
+<h2>Most common failing tests</h2>
+<table><tr><th>test</th><th>failed by</th><th>pass rate</th></tr>
+{% for row in rows[:10] if row.failed %}<tr><td>{{ row.name }}</td><td class="num">{{ row.failed }}</td>
+<td class="num">{{ "%.0f"|format(100 * row.rate) }}%</td></tr>{% endfor %}</table>
+<h2>Pass rate of every test</h2>
+<table><tr><th>test</th><th>pass rate</th></tr>
+{% for row in rows|sort(attribute="name") %}<tr><td>{{ row.name }}</td>
+<td class="num">{{ "%.0f"|format(100 * row.rate) }}%</td></tr>{% endfor %}</table>
+<h2>Students</h2>
+<table><tr><th>student</th><th>score</th><th>feedback</th></tr>
+{% for student, doc in documents|dictsort %}<tr><td>{{ student }}</td>
+<td class="num">{{ "%g"|format(doc.score) }}</td><td><a href="{{ student|urlencode }}/feedback.html">page</a></td></tr>
+{% endfor %}</table>
+</body></html>
+""")
+
+
+def _histogram(scores: list[float], max_score: float) -> str:
+    import base64
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 3))
+    ax.hist(scores, bins=min(20, max(5, len(scores))), range=(0, max_score), color="tab:blue", edgecolor="white")
+    ax.set_xlabel("score")
+    ax.set_ylabel("students")
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=80, bbox_inches="tight")
+    plt.close(fig)
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def write_class_summary(path: Path, documents: dict[str, dict], summary: dict) -> None:
+    """The instructor's page: score histogram, pass rate of every test, the most common failing tests."""
+    from autograder.grade import write_atomic
+
+    counts: dict[str, list[int]] = {}
+    for doc in documents.values():
+        for test in doc["tests"]:
+            passed_failed = counts.setdefault(test["name"], [0, 0])
+            passed_failed[test["status"] != "passed"] += 1
+    rows = sorted(({"name": name, "failed": failed, "rate": passed / max(1, passed + failed)}
+                   for name, (passed, failed) in counts.items()), key=lambda row: (-row["failed"], row["name"]))
+    scores = [doc["score"] for doc in documents.values()]
+    histogram = _histogram(scores, summary["max_score"]) if scores else ""
+    write_atomic(path, SUMMARY_TEMPLATE.render(summary=summary, rows=rows, documents=documents, histogram=histogram))

@@ -14,7 +14,6 @@ import csv
 import json
 import multiprocessing
 import os
-import shutil
 import sys
 import tempfile
 import time
@@ -22,7 +21,6 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
-from autograder import REPO_ROOT
 from autograder.course import Assignment
 
 GRADERS_DIR = Path(__file__).resolve().parent / "graders"
@@ -42,6 +40,7 @@ def write_atomic(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         f.write(text)
+    os.chmod(tmp, 0o644)  # mkstemp makes 0600; reports are for the course staff to read
     os.replace(tmp, path)
 
 
@@ -77,7 +76,9 @@ def results_document(student: str, tests: list[dict], options: GradeOptions, sec
 def grade_one(student: str, folder: str, options: GradeOptions) -> dict:
     """Grade one student (in a worker process) and write their files; returns their results document."""
     from autograder.feedback import write_feedback
-    from autograder.pytest_plugin import ECHO_SOURCE, GradingContext, run_graders
+    from autograder.plots import feedback_plots
+    from autograder.pytest_plugin import ECHO_SOURCE, GradingContext, Student, run_graders
+    from autograder.reference import load_reference
     from autograder.sandbox import LoadUnit, Sandbox, SandboxLimits
     from autograder.submission import Submission, private_copy, read_submission
 
@@ -86,7 +87,7 @@ def grade_one(student: str, folder: str, options: GradeOptions) -> dict:
     limits = options.assignment.limits
     submission = read_submission(Submission(student, Path(folder)))
     notes = [f"Isolation: {options.isolation}."] + submission.problems
-    grader_errors, load_report, output = [], [], ""
+    grader_errors, load_report, output, figures = [], [], "", []
     if not submission.units:
         tests = empty_tests(options.assignment, "nothing in the submission could be loaded: "
                             + "; ".join(submission.problems))
@@ -102,6 +103,8 @@ def grade_one(student: str, folder: str, options: GradeOptions) -> dict:
                 context = GradingContext(student, sandbox, dict(options.assignment.points), options.assignment.seed,
                                          _tolerance(options), deadline=started + options.timeout)
                 run_graders(context, str(GRADERS_DIR))
+                if context.results and any(r.score > 0 for r in context.results):
+                    figures = feedback_plots(Student(sandbox, context.deadline), load_reference())
                 output = sandbox.output()
         grader_errors = context.collection_errors + [f"{r.name}:\n{r.grader_error}" for r in context.results
                                                      if r.grader_error]
@@ -115,7 +118,7 @@ def grade_one(student: str, folder: str, options: GradeOptions) -> dict:
     write_atomic(out_dir / "output.txt", output or "(no output)\n")
     if grader_errors:
         write_atomic(out_dir / "grader_errors.txt", "\n\n".join(grader_errors))
-    write_feedback(out_dir / "feedback.html", document)
+    write_feedback(out_dir / "feedback.html", document, figures)
     write_atomic(out_dir / RESULTS_FILE, json.dumps(document, indent=2, allow_nan=False))
     return document
 
@@ -190,6 +193,9 @@ def write_summary(out: Path, documents: dict[str, dict], options: GradeOptions, 
         "grader_errors": sorted(s for s in documents if (out / s / "grader_errors.txt").exists()),
     }
     write_atomic(out / "summary.json", json.dumps(summary, indent=2))
+    from autograder.feedback import write_class_summary
+
+    write_class_summary(out / "summary.html", documents, summary)
     return summary
 
 

@@ -13,8 +13,9 @@ any other object stays in the child and is represented by a `Handle` that later 
 Isolation levels (`isolation_level()`):
 - "bubblewrap": new pid/net/ipc/uts namespaces; a filesystem that shows only /usr, /etc, the Python
   installation and virtualenv (read-only), a private /tmp and the student's work folder; the student runs
-  as nobody (uid 65534) without capabilities. The repository, other students and the grader's output are
-  not visible, the network is unreachable, and when the sandbox ends every process in it dies.
+  as nobody (uid 65534) without capabilities, under a small seccomp filter (no user namespaces, bpf,
+  io_uring, keyrings). The repository, other students and the grader's output are not visible, the network
+  is unreachable, and when the sandbox ends every process in it dies.
 - "process": no bubblewrap (a laptop, macOS, a container without namespaces): a separate process and the
   same rlimits, but the student can read what the grader's user can read. The caller should say so.
 
@@ -29,6 +30,7 @@ import ctypes
 import errno
 import functools
 import json
+import marshal
 import os
 import resource
 import secrets
@@ -62,6 +64,7 @@ MAX_STR = 1 << 20  # cap on one string inside a returned value
 MAX_NDIM = 32
 TRUNCATED = "\n[... output truncated ...]\n"
 START_TIMEOUT = 30.0  # the child must say hello within this (python start-up, before any student code)
+WORKER_SOURCE = Path(wire.__file__).read_bytes()
 
 
 # ---------------------------------------------------------------------------------------------- errors
@@ -156,30 +159,98 @@ def _bwrap_problem() -> str | None:
         return "not Linux"
     if shutil.which("bwrap") is None:
         return "bwrap is not installed"
+    if not hasattr(os, "memfd_create"):
+        return "os.memfd_create is missing"
     if os.geteuid() == 0 and shutil.which("setpriv") is None:
         return "setpriv is not installed"
     package = Path(__file__).resolve().parent
     for d in _python_dirs():
         if package.is_relative_to(d):
             return f"the Python installation {d} contains the autograder package; it cannot be shown to students"
-    with tempfile.TemporaryDirectory(prefix="agsb-probe-") as tmp:
-        work = Path(tmp) / "work"
-        work.mkdir()
-        worker = Path(tmp) / "worker.py"
-        worker.write_text("")
+    with tempfile.TemporaryDirectory(prefix="agsb-probe-") as work:
         check = f"import os, sys; sys.exit(0 if os.getuid() == {NOBODY} or {os.geteuid() != 0} else 1)"
-        argv = _bwrap_argv(work, worker, 64 * 2**20) + [sys.executable, "-I", "-S", "-c", check]
+        argv, fds = _bwrap_command(Path(work), b"", 2**20)
         try:
-            run = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=30,
-                                 env={"PATH": "/usr/bin:/bin"})
+            run = subprocess.run(argv + [sys.executable, "-I", "-S", "-c", check], stdin=subprocess.DEVNULL,
+                                 capture_output=True, timeout=30, env={"PATH": "/usr/bin:/bin"}, pass_fds=fds)
         except (OSError, subprocess.TimeoutExpired) as exc:
             return f"bwrap failed to run: {exc}"
+        finally:
+            for fd in fds:
+                os.close(fd)
         if run.returncode != 0:
             return f"bwrap exited with status {run.returncode}: {run.stderr.decode(errors='replace')[:500]}"
     return None
 
 
-def _python_dirs() -> list[str]:
+def _data_fd(data: bytes) -> int:
+    """A file descriptor to read `data` from, for bwrap --ro-bind-data (no temporary file on disk)."""
+    fd = os.memfd_create("agsb-data")  # close-on-exec: only the child it is passed to gets it
+    os.write(fd, data)
+    os.lseek(fd, 0, os.SEEK_SET)
+    return fd
+
+
+# ------------------------------------------------------------------------------------------- seccomp
+# A small seccomp filter for bubblewrap (--seccomp), assembled here to need no library. The student has no
+# capabilities, but could still create a user namespace (the usual first step of kernel privilege escalations)
+# or reach rarely needed kernel interfaces; these calls fail with EPERM instead. Threads, fork, numpy and torch
+# are unaffected (glibc falls back from clone3, which the filter cannot inspect, to clone).
+_X86_64_SYSCALLS = {"clone": 56, "unshare": 272, "clone3": 435, "add_key": 248, "request_key": 249,
+                    "keyctl": 250, "perf_event_open": 298, "bpf": 321, "userfaultfd": 323,
+                    "io_uring_setup": 425, "io_uring_enter": 426, "io_uring_register": 427}
+_DENIED = ("add_key", "request_key", "keyctl", "perf_event_open", "bpf", "userfaultfd", "io_uring_setup",
+           "io_uring_enter", "io_uring_register")
+CLONE_NEWUSER = 0x10000000
+
+
+@functools.cache
+def _seccomp_program() -> bytes | None:
+    """Classic BPF for seccomp on x86-64 (other machines get no filter); bytes of struct sock_filter[]."""
+    if os.uname().machine != "x86_64":
+        return None
+    nr = _X86_64_SYSCALLS
+    ld, jeq, jge, jset, ret = 0x20, 0x15, 0x35, 0x45, 0x06  # BPF_LD|W|ABS, BPF_JMP|JEQ/JGE/JSET|K, BPF_RET|K
+    allow, kill = 0x7FFF0000, 0x80000000  # SECCOMP_RET_ALLOW, SECCOMP_RET_KILL_PROCESS
+    eperm, enosys = 0x00050000 | errno.EPERM, 0x00050000 | errno.ENOSYS  # SECCOMP_RET_ERRNO | errno
+    # (code, jump-if-true label, jump-if-false label, k); labels are resolved to relative offsets below.
+    program = [
+        (ld, None, None, 4),  # seccomp_data.arch
+        (jeq, "next", "kill", 0xC000003E),  # AUDIT_ARCH_X86_64; any other ABI (i386, x32 below) is killed
+        (ld, None, None, 0),  # seccomp_data.nr
+        (jge, "kill", "next", 0x40000000),  # x32 syscall numbers
+        (jeq, "flags", "next", nr["unshare"]),
+        (jeq, "flags", "next", nr["clone"]),
+        (jeq, "enosys", "next", nr["clone3"]),
+        *[(jeq, "eperm", "next", nr[name]) for name in _DENIED],
+        (ret, None, None, allow),
+        ("flags", ld, None, None, 16),  # args[0], low 32 bits: the clone/unshare flags
+        (jset, "eperm", "allow", CLONE_NEWUSER),
+        ("allow", ret, None, None, allow),
+        ("eperm", ret, None, None, eperm),
+        ("enosys", ret, None, None, enosys),
+        ("kill", ret, None, None, kill),
+    ]
+    labels, rows = {}, []
+    for i, row in enumerate(program):
+        if isinstance(row[0], str):
+            labels[row[0]] = i
+            row = row[1:]
+        rows.append(row)
+    out = bytearray()
+    for i, (code, jt, jf, k) in enumerate(rows):
+        offset = [0 if j in (None, "next") else labels[j] - i - 1 for j in (jt, jf)]
+        out += code.to_bytes(2, "little") + bytes(offset) + k.to_bytes(4, "little")
+    return bytes(out)
+
+
+@functools.cache
+def _tool(name: str) -> str:
+    return shutil.which(name) or name
+
+
+@functools.cache
+def _python_dirs() -> tuple[str, ...]:
     """The Python installation and virtualenv to show read-only inside the sandbox (not under /usr)."""
     dirs = {sys.prefix, sys.exec_prefix, sys.base_prefix, sys.base_exec_prefix,
             os.path.dirname(os.path.realpath(sys.executable))}
@@ -190,18 +261,33 @@ def _python_dirs() -> list[str]:
             continue
         if not any(d == k or d.startswith(k + "/") for k in keep):
             keep.append(d)
-    return keep
+    return tuple(keep)
 
 
-def _bwrap_argv(workdir: Path, worker: Path, tmp_bytes: int) -> list[str]:
-    """bwrap [+ setpriv] command prefix: an allow-list filesystem, no network, drop to nobody."""
-    argv = [shutil.which("bwrap") or "bwrap"]
+def _child_path() -> list[str]:
+    """This interpreter's import path, restricted to the Python installation (what the sandbox shows)."""
+    roots = _python_dirs() + ("/usr",)
+    return [p for p in sys.path
+            if os.path.isabs(p) and any(p == r or p.startswith(r + "/") for r in roots)]
+
+
+def _bwrap_command(workdir: Path, worker_source: bytes, tmp_bytes: int) -> tuple[list[str], tuple[int, ...]]:
+    """bwrap [+ setpriv] command prefix: an allow-list filesystem, no network, drop to nobody.
+
+    Also returns the file descriptors bwrap reads (the worker's source, the seccomp filter): pass them to the
+    child, then close them."""
+    worker_fd = _data_fd(worker_source)  # becomes a read-only /sandbox/worker.py (--ro-bind-data)
+    seccomp = _seccomp_program()
+    fds = (worker_fd,) if seccomp is None else (worker_fd, _data_fd(seccomp))
+    argv = [_tool("bwrap")]
     if os.geteuid() == 0:
         # Every namespace but the user one: a user namespace created by root maps only uid 0, so setpriv could
         # not become nobody, and RLIMIT_NPROC would not apply. As root, bwrap needs no user namespace.
         argv += ["--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try"]
     else:
         argv += ["--unshare-all", "--unshare-user", "--uid", str(NOBODY), "--gid", str(NOBODY)]
+    if seccomp is not None:
+        argv += ["--seccomp", str(fds[1])]
     argv += ["--die-with-parent", "--new-session", "--hostname", "sandbox",
              "--ro-bind", "/usr", "/usr", "--ro-bind", "/etc", "/etc"]
     for name in ("bin", "sbin", "lib", "lib32", "lib64", "libx32"):
@@ -227,14 +313,14 @@ def _bwrap_argv(workdir: Path, worker: Path, tmp_bytes: int) -> list[str]:
 
     for d in _python_dirs():
         argv += parents(d) + ["--ro-bind", d, d]
-    argv += parents(SANDBOX_WORKER) + ["--ro-bind", str(worker), SANDBOX_WORKER]
+    argv += parents(SANDBOX_WORKER) + ["--perms", "0444", "--ro-bind-data", str(worker_fd), SANDBOX_WORKER]
     argv += parents(SANDBOX_WORKDIR) + ["--bind", str(workdir), SANDBOX_WORKDIR, "--chdir", SANDBOX_WORKDIR]
     if os.geteuid() == 0:
-        argv += ["--", shutil.which("setpriv") or "/usr/bin/setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}",
+        argv += ["--", _tool("setpriv"), f"--reuid={NOBODY}", f"--regid={NOBODY}",
                  "--clear-groups", "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs"]
     else:
         argv += ["--"]
-    return argv
+    return argv, fds
 
 
 # -------------------------------------------------------------------------------------- child process
@@ -354,8 +440,8 @@ class _OutputPipe:
 class _Child:
     """One student process: its pipes, its handles' generation, and how to kill everything it started."""
 
-    def __init__(self, argv: list[str], env: dict[str, str], cwd: str, limits: SandboxLimits,
-                 level: str, marker: str, generation: int, output: _Output):
+    def __init__(self, argv: list[str], extra_fds: tuple[int, ...], config: dict, env: dict[str, str], cwd: str,
+                 limits: SandboxLimits, level: str, marker: str, generation: int, output: _Output):
         self.limits = limits
         self.level = level
         self.marker = marker
@@ -370,8 +456,9 @@ class _Child:
         out_r, out_w = os.pipe()
         try:
             self.proc = subprocess.Popen(
-                argv + [str(req_r), str(rep_w), str(limits.reply_bytes)],
-                stdin=subprocess.DEVNULL, stdout=out_w, stderr=out_w, pass_fds=(req_r, rep_w), close_fds=True,
+                argv + [str(req_r), str(rep_w), marshal.dumps(config).hex()],
+                stdin=subprocess.DEVNULL, stdout=out_w, stderr=out_w, pass_fds=(req_r, rep_w, *extra_fds),
+                close_fds=True,
                 cwd=cwd, env=env, start_new_session=True, preexec_fn=_preexec(limits))
         except BaseException:
             for fd in (self.req_w, self.rep_r, out_r):
@@ -405,8 +492,8 @@ class _Child:
         deadline = self.op_start + timeout
         rid = secrets.randbits(62)
         header = dict(header, id=rid, buffers=[len(b) for b in buffers])
-        data = json.dumps(header, allow_nan=True).encode("ascii")
-        parts = [wire.FRAME.pack(wire.MAGIC, len(data), sum(header["buffers"])), data, *buffers]
+        data = marshal.dumps(header)  # requests come from us: the worker loads them without checks
+        parts = [wire.pack_frame(len(data), sum(header["buffers"])), data, *buffers]
         if len(data) + sum(header["buffers"]) < 1 << 20:
             parts = [b"".join(parts)]  # one write: each write to a pipe may cost a context switch
         for part in parts:
@@ -460,10 +547,10 @@ class _Child:
         return buf
 
     def _read_frame(self, deadline: float) -> tuple[dict, memoryview]:
-        magic, header_len, payload_len = wire.FRAME.unpack(self._read_exact(wire.FRAME.size, deadline))
+        magic, header_len, payload_len = wire.unpack_frame(self._read_exact(wire.FRAME_SIZE, deadline))
         if magic != wire.MAGIC:
             raise _Garbage("the reply stream is not in the sandbox format")
-        if wire.FRAME.size + header_len + payload_len > self.limits.reply_bytes:
+        if wire.FRAME_SIZE + header_len + payload_len > self.limits.reply_bytes:
             raise _Garbage(f"the reply announces {header_len + payload_len} bytes, over the limit of "
                            f"{self.limits.reply_bytes}")
         header_bytes = self._read_exact(header_len, deadline)
@@ -775,6 +862,7 @@ class Sandbox:
         self._skip: set[int] = set()
         self._generation = 0
         self._started = False
+        self._open = False  # between a successful __enter__ and close()
         self._lock = threading.RLock()
         self._output = _Output(self.limits.output_bytes)
         self._marker = secrets.token_hex(16)
@@ -806,6 +894,7 @@ class Sandbox:
             except BaseException:
                 self.close()
                 raise
+            self._open = True
         return self
 
     def __exit__(self, *exc_info) -> None:
@@ -814,12 +903,13 @@ class Sandbox:
     def close(self) -> None:
         """Kills every process of the sandbox and removes its private files."""
         with self._lock:
+            self._open = False
             self._res.close()
 
     def call(self, name: str, *args: Any, **kwargs: Any) -> Any:
         """Calls the student's function `name`; plain results come back as data, the rest as Handles."""
         with self._lock:
-            if not self._started or self._res.private_dir is None:
+            if not self._open:
                 raise RuntimeError("the Sandbox is not open (use it in a with statement)")
             child = self._res.child
             if child is None:  # the last one timed out or crashed: start afresh, reload the units
@@ -841,6 +931,9 @@ class Sandbox:
             except _Garbage as bad:
                 self._discard_child()
                 raise InvalidResult(f"{what} sent back a malformed reply: {bad}") from None
+            except BaseException:  # interrupted mid-request (e.g. a signal): its reply would be out of step
+                self._discard_child()
+                raise
             status = reply.get("status")
             if status == "ok" and "value" in reply:
                 try:
@@ -871,30 +964,45 @@ class Sandbox:
     def _prepare(self) -> None:
         if not self.workdir.is_dir():
             raise FileNotFoundError(f"work folder {self.workdir} does not exist")
-        self._res.private_dir = tempfile.mkdtemp(prefix="agsb-")
-        private = Path(self._res.private_dir)
-        worker = private / "worker.py"
-        shutil.copyfile(wire.__file__, worker)
-        worker.chmod(0o444)
         if self.isolation == "bubblewrap":
             if os.geteuid() == 0:
                 _chown_tree(self.workdir, NOBODY, NOBODY)  # the student runs as nobody and writes here
-            self._argv = _bwrap_argv(self.workdir, worker, 4 * self.limits.file_bytes) + [
-                sys.executable, "-I", "-S", SANDBOX_WORKER]  # -S: the worker sets up site-packages itself
-            self._cwd = "/"
-            home = tmp = "/tmp"
+            self._cwd = "/"  # bwrap --chdir takes the student to SANDBOX_WORKDIR
+            home = tmp = "/tmp"  # a private tmpfs
             self._workdir_inside = SANDBOX_WORKDIR
         else:
+            # Private HOME, TMPDIR and a copy of the worker (bubblewrap needs none: it has its own /tmp and
+            # reads the worker from a memory file).
+            private = Path(tempfile.mkdtemp(prefix="agsb-"))
+            self._res.private_dir = str(private)
+            worker = private / "worker.py"
+            worker.write_bytes(WORKER_SOURCE)
+            worker.chmod(0o444)
             (private / "home").mkdir()
             (private / "tmp").mkdir()
-            self._argv = [sys.executable, "-I", "-S", str(worker)]
+            self._process_argv = [sys.executable, "-I", "-S", str(worker)]
             self._cwd = str(self.workdir)
             home, tmp = str(private / "home"), str(private / "tmp")
             self._workdir_inside = str(self.workdir)
+        # python -S: the worker takes the import path from here (see sandbox_worker._setup_paths).
+        self._config = {"prefix": sys.prefix, "exec_prefix": sys.exec_prefix, "path": _child_path(),
+                        "reply_limit": self.limits.reply_bytes}
         venv_bin = os.path.join(sys.prefix, "bin")
         self._env = {"PATH": f"{venv_bin}:/usr/local/bin:/usr/bin:/bin", "HOME": home, "TMPDIR": tmp,
                      "LANG": "C.UTF-8", "MPLBACKEND": "Agg", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
                      "OPENBLAS_NUM_THREADS": "1", "AUTOGRADER": "1", **self.extra_env, MARKER_VAR: self._marker}
+
+    def _new_child(self) -> _Child:
+        if self.isolation != "bubblewrap":
+            return _Child(self._process_argv, (), self._config, self._env, self._cwd, self.limits, self.isolation,
+                          self._marker, self._generation, self._output)
+        argv, fds = _bwrap_command(self.workdir, WORKER_SOURCE, 4 * self.limits.file_bytes)
+        try:
+            return _Child(argv + [sys.executable, "-I", "-S", SANDBOX_WORKER], fds, self._config, self._env,
+                          self._cwd, self.limits, self.isolation, self._marker, self._generation, self._output)
+        finally:
+            for fd in fds:
+                os.close(fd)
 
     def _spawn(self) -> _Child:
         """Starts a child and waits for its greeting (no student code has run yet)."""
@@ -905,8 +1013,7 @@ class Sandbox:
         delay = 0.1
         while True:
             seen = len(self._output.data)
-            child = _Child(self._argv, self._env, self._cwd, self.limits, self.isolation, self._marker,
-                           self._generation, self._output)
+            child = self._new_child()
             self._res.child = child  # so that close() kills it even if start-up fails
             try:
                 child.await_greeting(max(deadline - time.monotonic(), 1.0))
@@ -943,6 +1050,9 @@ class Sandbox:
                     failure = f"ProcessCrashed: {died}; skipped"
                 except _Garbage as bad:
                     failure = f"InvalidResult: {bad}; skipped"
+                except BaseException:  # e.g. KeyboardInterrupt: never keep a half-loaded child
+                    self._discard_child()
+                    raise
                 if failure is not None:
                     self._skip.add(i)
                     self._report(i, unit, failure, "")

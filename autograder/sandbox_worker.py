@@ -1,17 +1,19 @@
 """The student side of the sandbox: runs student code and answers the grader's requests.
 
-autograder/sandbox.py copies this file to a private read-only place and starts it as
-`python -I -S worker.py REQUEST_FD REPLY_FD REPLY_LIMIT` inside the sandbox. It must stay self-contained
-(standard library only, numpy imported only when an array crosses) because the autograder package
-is invisible in there.
+autograder/sandbox.py puts this file read-only into the sandbox (/sandbox/worker.py under bubblewrap, a
+private copy otherwise) and starts it as `python -I -S worker.py REQUEST_FD REPLY_FD CONFIG`. It must stay self-contained
+(standard library only) because the autograder package is invisible in there, and cheap to start: it
+imports only what a bare interpreter has loaded anyway (no json, traceback or numpy until needed), which
+saves ~25 ms per start when student code does not import those itself.
 
 Nothing here is trusted by the grader: student code runs in this very process and can patch or replace
 any of it. The worker is only the honest path; the parent validates every byte it gets back.
 
-Wire format, both directions: a frame is FRAME (magic, header length, payload length), then a JSON
-header (ASCII), then the payload: the raw bytes of every array, back to back, whose lengths the header
-lists in "buffers". Values inside a header are JSON scalars (null, true/false, int, float incl. NaN and
-Infinity, str) or tagged objects:
+Wire format: a frame is a 20-byte prefix (magic, header length, payload length; see pack_frame), a header,
+then the payload: the raw bytes of every array, back to back, whose lengths the header lists in "buffers".
+Replies carry a JSON header (ASCII, NaN and Infinity allowed), which the parent parses and checks without
+trusting anything; requests come from the trusted parent and carry a marshal header (fast to load, no
+import). Values inside a header are scalars (None, bool, int, float, str) or tagged objects:
     {"t": "tuple" | "list", "v": [...]}                   containers (requests may also carry
     {"t": "dict", "v": [[key, value], ...]}                 dicts with str keys)
     {"t": "nd", "dtype": "<f8", "shape": [2, 3], "b": i}   array, C order, bytes in buffer i
@@ -20,16 +22,17 @@ Infinity, str) or tagged objects:
 """
 
 import builtins
-import json
-import linecache
+import marshal
 import os
-import struct
 import sys
-import traceback
-import types
+
+try:
+    from _json import encode_basestring_ascii as _json_str  # the C helper alone: `import json` costs ~20 ms
+except ImportError:  # an interpreter built without the accelerator
+    from json.encoder import encode_basestring_ascii as _json_str
 
 MAGIC = b"AGSB"
-FRAME = struct.Struct("!4sQQ")  # magic, header length, payload length
+FRAME_SIZE = 20
 # Array dtypes that may cross the boundary (numpy dtype.str, little-endian).
 DTYPES = frozenset({"|b1", "|i1", "|u1", "<i2", "<u2", "<i4", "<u4", "<i8", "<u8", "<f2", "<f4", "<f8"})
 MAX_DEPTH = 32  # nesting of tuples/lists; deeper containers become handles
@@ -37,6 +40,53 @@ TEXT_CAP = 4096  # error messages and tracebacks are cut to this many characters
 MAX_INT_BITS = 1024  # larger Python ints stay in here as handles
 
 _WORKER_FILE = os.path.abspath(__file__)
+
+
+def pack_frame(header_len, payload_len):
+    return MAGIC + header_len.to_bytes(8, "big") + payload_len.to_bytes(8, "big")
+
+
+def unpack_frame(prefix):
+    """(magic, header length, payload length) of a 20-byte frame prefix."""
+    return bytes(prefix[:4]), int.from_bytes(prefix[4:12], "big"), int.from_bytes(prefix[12:20], "big")
+
+
+def to_json(obj, out):
+    """Appends the JSON text of obj (None, bool, int, float, str, list, tuple, dict with str keys) to out."""
+    t = type(obj)
+    if obj is None:
+        out.append("null")
+    elif t is bool:
+        out.append("true" if obj else "false")
+    elif t is int:
+        out.append(int.__repr__(obj))
+    elif t is float:
+        if obj != obj:
+            out.append("NaN")
+        elif obj in (float("inf"), float("-inf")):
+            out.append("Infinity" if obj > 0 else "-Infinity")
+        else:
+            out.append(float.__repr__(obj))  # shortest repr: round-trips exactly
+    elif t is str:
+        out.append(_json_str(obj))
+    elif t is list or t is tuple:
+        out.append("[")
+        for i, item in enumerate(obj):
+            if i:
+                out.append(",")
+            to_json(item, out)
+        out.append("]")
+    elif t is dict:
+        out.append("{")
+        for i, (key, value) in enumerate(obj.items()):
+            if i:
+                out.append(",")
+            out.append(_json_str(str(key)))
+            out.append(":")
+            to_json(value, out)
+        out.append("}")
+    else:
+        raise TypeError(f"cannot write a {t.__name__} as JSON")
 
 
 def _read_exact(fd, n):
@@ -141,6 +191,12 @@ def _decode(node, buffers, handles):
     raise ValueError(f"unknown tag {tag!r}")
 
 
+def _json_bytes(header):
+    out = []
+    to_json(header, out)
+    return "".join(out).encode("ascii")
+
+
 def _text(fn, default):
     """Student objects may have hostile __str__/__repr__: never let them break the reply."""
     try:
@@ -155,16 +211,15 @@ class Worker:
         self.reply_fd = reply_fd
         self.reply_limit = reply_limit
         self.handles = {}
-        self.unit_files = set()
+        self.sources = {}  # unit file name -> source
         self.pid = os.getpid()
         # The student namespace is a fresh __main__ module, as in a notebook kernel, so that pickle and
         # multiprocessing find student classes under __main__.
-        self.main = types.ModuleType("__main__")
+        self.main = type(sys)("__main__")
         self.ns = self.main.__dict__
         self.ns["__builtins__"] = builtins
         self.worker_module = sys.modules["__main__"]
         sys.modules["__main__"] = self.main
-        sys.path[0] = os.getcwd()  # the student's own helper modules import from their folder
         os.environ.pop("PWD", None)  # bwrap --chdir sets it; the environment is an allow-list
         try:
             sys.stdout.reconfigure(line_buffering=True)  # output before a crash is not lost
@@ -173,11 +228,11 @@ class Worker:
 
     # ---- framing ----
     def receive(self):
-        magic, header_len, payload_len = FRAME.unpack(_read_exact(self.request_fd, FRAME.size))
+        magic, header_len, payload_len = unpack_frame(_read_exact(self.request_fd, FRAME_SIZE))
         if magic != MAGIC:
             raise EOFError("bad request frame")
-        header = json.loads(_read_exact(self.request_fd, header_len))
-        payload = _read_exact(self.request_fd, payload_len)
+        header = marshal.loads(_read_exact(self.request_fd, header_len))
+        payload = memoryview(_read_exact(self.request_fd, payload_len))
         buffers, offset = [], 0
         for n in header.pop("buffers"):
             buffers.append(payload[offset:offset + n])
@@ -186,12 +241,12 @@ class Worker:
 
     def send(self, header, buffers=()):
         header["buffers"] = [len(b) for b in buffers]
-        data = json.dumps(header, allow_nan=True).encode("ascii")
-        size = FRAME.size + len(data) + sum(header["buffers"])
+        data = _json_bytes(header)
+        size = FRAME_SIZE + len(data) + sum(header["buffers"])
         if size > self.reply_limit:
-            data = json.dumps({"id": header["id"], "status": "toolarge", "size": size, "buffers": []}).encode()
+            data = _json_bytes({"id": header["id"], "status": "toolarge", "size": size, "buffers": []})
             buffers = ()
-        parts = [FRAME.pack(MAGIC, len(data), sum(len(b) for b in buffers)), data, *buffers]
+        parts = [pack_frame(len(data), sum(len(b) for b in buffers)), data, *buffers]
         if size < 1 << 20:
             parts = [b"".join(parts)]  # one write: each write to a pipe may cost a context switch
         for part in parts:
@@ -201,11 +256,10 @@ class Worker:
     def load(self, req):
         filename = req["filename"]
         source = req["source"]
-        # Register the source so tracebacks show the student's lines, as in a notebook.
-        linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
-        self.unit_files.add(filename)
-        if req["kind"] == "module":
-            self.ns["__file__"] = filename
+        self.sources[filename] = source
+        self._register_sources()
+        if req["kind"] == "module" and os.path.isfile(filename):
+            self.ns["__file__"] = filename  # for code that finds its data next to itself
         code = compile(source, filename, "exec")
         exec(code, self.ns)
         return {"status": "ok"}, ()
@@ -234,7 +288,17 @@ class Worker:
             "traceback": _text(lambda: self.format_traceback(exc), ""),
         }
 
+    def _register_sources(self):
+        """Lets tracebacks and warnings show the student's lines, as in a notebook (once linecache is loaded)."""
+        linecache = sys.modules.get("linecache")
+        if linecache is not None:
+            for filename, source in self.sources.items():
+                linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+
     def format_traceback(self, exc):
+        import traceback  # only when something failed
+
+        self._register_sources()
         te = traceback.TracebackException.from_exception(exc)
         stack = [te]
         while stack:  # chained exceptions too
@@ -250,14 +314,14 @@ class Worker:
         return text if len(text) <= TEXT_CAP else "...\n" + text[-(TEXT_CAP - 4):]
 
     def _is_student(self, filename):
-        return filename in self.unit_files or filename.startswith(sys.path[0] + os.sep)
+        return filename in self.sources or filename.startswith(sys.path[0] + os.sep)
 
     def serve(self):
         self.send({"id": 0, "status": "ready", "pid": os.getpid()})
         while True:
             try:
                 req, buffers = self.receive()
-            except (EOFError, OSError, ValueError, KeyError, struct.error):
+            except (EOFError, OSError, ValueError, KeyError, TypeError):
                 os._exit(0)  # the parent is gone or the request pipe was tampered with
             try:
                 if req["op"] == "load":
@@ -281,34 +345,29 @@ class Worker:
                 self.send({"id": req["id"], **self.error(exc)})
 
 
-def _add_site_packages():
-    """What `site` does at start-up, minus editable installs.
+def _setup_paths(config):
+    """Import path and prefixes, from the grader's own interpreter.
 
-    The parent starts python with -S because processing the virtualenv's .pth files costs ~30 ms, mostly
-    an editable-install finder that points into the grader's own checkout: useless in the sandbox, where
-    the checkout is invisible, and unwanted outside it.
+    The parent starts python with -S: processing the virtualenv's .pth files costs ~30 ms at every start,
+    mostly an editable-install finder that points into the grader's checkout (invisible in the sandbox).
+    Instead it passes its own sys.path, minus anything outside the Python installation, so student code
+    sees the same packages as the grader.
     """
+    sys.prefix, sys.exec_prefix = config["prefix"], config["exec_prefix"]
+    sys.path[:] = [os.getcwd(), *config["path"]]  # first the student's folder: their helper modules import
     import site
 
-    known = set(sys.path)
-    for sitedir in site.getsitepackages():
-        if not os.path.isdir(sitedir) or sitedir in known:
-            continue
-        sys.path.append(sitedir)
-        known.add(sitedir)
-        for name in sorted(os.listdir(sitedir)):
-            if name.endswith(".pth") and not name.startswith("__editable__"):
-                site.addpackage(sitedir, name, known)
     site.setquit()  # exit(), quit(), help() and friends, as in a normal interpreter
     site.setcopyright()
     site.sethelper()
 
 
 def main():
-    request_fd, reply_fd, reply_limit = (int(a) for a in sys.argv[1:4])
-    _add_site_packages()
+    request_fd, reply_fd = int(sys.argv[1]), int(sys.argv[2])
+    config = marshal.loads(bytes.fromhex(sys.argv[3]))
+    _setup_paths(config)
     try:
-        Worker(request_fd, reply_fd, reply_limit).serve()
+        Worker(request_fd, reply_fd, config["reply_limit"]).serve()
     except BaseException:
         os._exit(70)
     os._exit(0)  # never wait for threads that student code left running

@@ -101,7 +101,13 @@ def test_grades_csv_summary_and_feedback(graded_class):
     assert summary["students"] == len(rows) and summary["isolation"] in ("bubblewrap", "process")
     page = (out / "ada_reference" / "feedback.html").read_text()
     assert "rnn_backward: dWh" in page and "Model answer" not in page
-    assert "grades.csv" in completed.stdout
+    assert page.count("data:image/png;base64,") == 3 and "Public inputs" in page  # decay, clipping, truncation
+    assert "http://" not in page and "https://" not in page  # opens without a network
+    assert "data:image/png" not in (out / "ben_untouched_release" / "feedback.html").read_text()
+    class_page = (out / "summary.html").read_text()
+    assert "class summary" in class_page and "data:image/png;base64," in class_page
+    assert "rnn_backward: dWh on random sequences" in class_page
+    assert "grades.csv" in completed.stdout and "summary.html" in completed.stdout
 
 
 def test_resume_grades_only_the_missing(graded_class, tmp_path):

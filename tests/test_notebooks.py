@@ -3,7 +3,6 @@ its first stub error (a NotImplementedError), so the public checks fail cleanly 
 
 from __future__ import annotations
 
-import os
 import shutil
 import time
 

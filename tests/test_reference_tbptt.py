@@ -15,7 +15,6 @@ def torch_tbptt(p: dict, k1: int, k2: int):
     """TBPTT(k1, k2) by brute force in torch: for each chunk end tau, rebuild the graph from the state after step
     max(tau - k2, 0), treated as a leaf, forward to tau, and backpropagate the chunk's losses."""
     x, Wx, Wh, b, dh = (torch.tensor(p[k]) for k in ("x", "Wx", "Wh", "b", "dh"))
-    params = [torch.zeros_like(a, requires_grad=True) for a in (x, Wx, Wh, b)]
     grads = {name: torch.zeros_like(a) for name, a in zip(("x", "Wx", "Wh", "b"), (x, Wx, Wh, b))}
     dh0 = torch.zeros(p["h0"].shape, dtype=torch.float64)
     T = x.shape[1]

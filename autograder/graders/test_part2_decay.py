@@ -5,7 +5,6 @@ off-by-one and ratio mistakes."""
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 from autograder.checks import Case, call, expect_array, expect_int
 from autograder.graders.conftest import collect, check_each, forward_args, reference_cache, student_forward, usable_or

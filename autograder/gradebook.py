@@ -1,0 +1,265 @@
+"""Write the autograder's scores into an nbgrader gradebook, so that formgrader (for the written answers) and
+`nbgrader export` (for the totals) work on top of our grading.
+
+The assignment's structure in the gradebook is nbgrader's own: `generate_assignment` runs on a scratch copy of
+`solutions/<assignment>` with its database pointed at the gradebook, so nbgrader itself records the notebooks and
+their grade, solution and source cells. Our graded functions are nbgrader solution cells that are not grade cells
+(`solution: true, grade: false`); in the scratch copy only, each gets `grade: true` and its points from course.yml,
+so nbgrader records it as a code grade cell named after the function, with a checksum like any other. This keeps
+a later `generate_assignment` on the same gradebook consistent: nbgrader refuses to add or remove cells of a
+notebook that has submissions, and cells added behind its back would count as removed.
+
+`generate_assignment` runs only when the gradebook's cells differ from what it would record now (first use, an
+edited notebook, changed points): the expected cells are computed in-process with nbgrader's own preprocessors
+(LockCells, ClearSolutions, ComputeChecksums), the ones that run before its SaveCells.
+
+Then each student's submission gets, per graded function, `auto_score` = the sum of that function's test scores in
+their results document and `needs_manual_grade = False`. Written answers are left to formgrader: a new
+submission's written grades need manual grading; on a regrade, manual scores and comments are kept.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+
+from autograder import REPO_ROOT
+from autograder.course import Assignment, Course
+from autograder.notebook import is_graded_function_cell, nbgrader_meta, read_notebook
+
+SCORE_SLACK = 1e-6  # a function's summed test scores may exceed its points by rounding only
+
+
+class GradebookError(Exception):
+    """The gradebook could not be written; the message says why. Bad documents, notebooks or points are found
+    before the gradebook is touched; a refused `generate_assignment` before any score is written."""
+
+
+def record_grades(gradebook_url: str, course: Course, assignment_id: str, documents: dict[str, dict],
+                  root: Path = REPO_ROOT) -> None:
+    """Record `documents` (student id -> results.json document) for `assignment_id` in the nbgrader gradebook at
+    `gradebook_url` (e.g. ``sqlite:////path/gradebook.db``; created if missing). Calling it again updates the same
+    rows (a regrade), it never duplicates a student, a submission or a grade."""
+    assignment = course.assignment(assignment_id)
+    source = Path(root) / course.solutions_dir / assignment_id
+    notebooks = gradebook_notebooks(source, assignment)
+    function_notebook = {function: name for name, nb in notebooks.items()
+                         for function in _marked_functions(nb)}
+    scores = {str(student): function_scores(str(student), document, assignment)
+              for student, document in documents.items()}
+
+    _alembic_on_path()
+    from nbgrader.api import Gradebook, MissingEntry  # slow import (~4 s): only when writing a gradebook
+
+    with Gradebook(gradebook_url, course_id=course.course_id) as gb:
+        stale = gradebook_differences(gb, assignment_id, notebooks)
+    if stale:
+        _generate_assignment(gradebook_url, course, assignment_id, source, notebooks)
+        with Gradebook(gradebook_url, course_id=course.course_id) as gb:
+            still = gradebook_differences(gb, assignment_id, notebooks)
+        if still:  # nbgrader recorded something else than we expect: fail loudly rather than grade into it
+            raise GradebookError("after nbgrader generate_assignment the gradebook still differs from "
+                                 f"{source}:\n  " + "\n  ".join(still))
+
+    with Gradebook(gradebook_url, course_id=course.course_id) as gb:
+        try:
+            gb.update_or_create_assignment(assignment_id, duedate=assignment.due)
+            for student in sorted(scores):
+                gb.update_or_create_student(student)
+                with warnings.catch_warnings():
+                    # nbgrader's add_submission builds its rows before adding them to the session; SQLAlchemy 2
+                    # warns about that, harmlessly (the rows are added and committed with the submission).
+                    warnings.filterwarnings("ignore", message=".*not in session.*")
+                    gb.update_or_create_submission(assignment_id, student)
+                for function, score in scores[student].items():
+                    try:
+                        grade = gb.find_grade(function, function_notebook[function], assignment_id, student)
+                    except MissingEntry:
+                        raise GradebookError(f"{student}: no grade for {function} in the gradebook's submission "
+                                             "(was the submission created before the cell existed?)") from None
+                    grade.auto_score = score
+                    grade.needs_manual_grade = False
+            gb.db.commit()
+        except Exception:
+            gb.db.rollback()
+            raise
+
+
+def stage_for_formgrader(course_root: Path, assignment_id: str, folders: dict[str, Path]) -> None:
+    """Copy each student's notebooks (student id -> their submission folder, flat or nbgrader's collect layout)
+    to `<course_root>/autograded/<student>/<assignment>/`, where formgrader looks for them: it lists a submission
+    and renders its grading page only when that notebook exists on disk."""
+    for student, folder in folders.items():
+        folder = Path(folder)
+        if (folder / assignment_id).is_dir():
+            folder = folder / assignment_id
+        dest = Path(course_root) / "autograded" / student / assignment_id
+        if dest.exists():
+            shutil.rmtree(dest)
+        dest.mkdir(parents=True)
+        for path in sorted(folder.glob("*.ipynb")):
+            if path.is_file() and not path.is_symlink():
+                shutil.copyfile(path, dest / path.name)
+
+
+def function_scores(student: str, document: dict, assignment: Assignment) -> dict[str, float]:
+    """Graded function -> the sum of its test scores in one results document (0 for a function without tests)."""
+    if not isinstance(document, dict) or not isinstance(document.get("tests"), list):
+        raise GradebookError(f"{student}: not a results document (no 'tests' list)")
+    extra = document.get("extra_data") or {}
+    if extra.get("student") not in (None, student):
+        raise GradebookError(f"{student}: the document is for student {extra['student']!r}")
+    if extra.get("assignment") not in (None, assignment.id):
+        raise GradebookError(f"{student}: the document is for assignment {extra['assignment']!r}, "
+                             f"not {assignment.id!r}")
+    totals = {function: 0.0 for function in assignment.points}
+    for test in document["tests"]:
+        if not isinstance(test, dict):
+            raise GradebookError(f"{student}: a test entry is not an object")
+        tags = test.get("tags") or [str(test.get("name", "")).split(":")[0]]
+        function = tags[0]
+        if function not in totals:
+            continue
+        score = test.get("score")
+        if isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score) or score < 0:
+            raise GradebookError(f"{student}: test {test.get('name')!r} has an invalid score {score!r}")
+        totals[function] += float(score)
+    for function, total in totals.items():
+        points = float(assignment.points[function])
+        if total > points + SCORE_SLACK:
+            raise GradebookError(f"{student}: {function} scores {total:g} points, more than its {points:g}")
+        totals[function] = round(min(total, points), 6)
+    return totals
+
+
+def gradebook_notebooks(source: Path, assignment: Assignment) -> dict:
+    """Notebook name (file stem) -> the solution notebook as nbgrader should see it: each graded function's
+    solution cell marked as a grade cell worth its points in course.yml."""
+    import nbformat
+
+    if not source.is_dir():
+        raise GradebookError(f"no solutions folder {source}")
+    notebooks, found = {}, {}
+    for path in sorted(source.glob("*.ipynb")):  # what generate_assignment reads
+        try:
+            nb = read_notebook(path)
+        except (OSError, ValueError, nbformat.ValidationError) as exc:
+            raise GradebookError(f"{path}: cannot read the notebook: {exc}") from None
+        for cell in nb.cells:
+            if not is_graded_function_cell(cell):
+                continue
+            function = nbgrader_meta(cell).get("grade_id")
+            if function not in assignment.points:
+                continue  # a solution cell we do not grade stays a plain solution cell
+            if function in found:
+                raise GradebookError(f"graded function {function} has solution cells in both {found[function]} "
+                                     f"and {path.name}")
+            found[function] = path.name
+            cell.metadata.nbgrader["grade"] = True
+            cell.metadata.nbgrader["points"] = assignment.points[function]
+        notebooks[path.stem] = nb
+    missing = sorted(set(assignment.points) - set(found))
+    if missing:
+        raise GradebookError(f"course.yml gives points to {', '.join(missing)} but no solution cell in {source} "
+                             "has that grade_id")
+    return notebooks
+
+
+def _marked_functions(nb) -> list[str]:
+    return [nbgrader_meta(c)["grade_id"] for c in nb.cells
+            if c.cell_type == "code" and nbgrader_meta(c).get("solution") and nbgrader_meta(c).get("grade")]
+
+
+def expected_cells(nb) -> dict:
+    """What nbgrader's SaveCells would record for one notebook, computed with the preprocessors that run before it
+    in generate_assignment (those that change what it records)."""
+    import copy
+
+    from nbgrader import utils
+    from nbgrader.preprocessors import ClearSolutions, ComputeChecksums, LockCells
+
+    nb = copy.deepcopy(nb)
+    resources: dict = {}
+    for preprocessor in (LockCells(), ClearSolutions(), ComputeChecksums()):
+        nb, resources = preprocessor.preprocess(nb, resources)
+    cells = {"grade": {}, "solution": set(), "task": {}, "source": {}}
+    for cell in nb.cells:
+        if "nbgrader" not in cell.metadata:
+            continue
+        name = cell.metadata.nbgrader.get("grade_id")
+        if utils.is_grade(cell):
+            cells["grade"][name] = (float(cell.metadata.nbgrader["points"]), cell.cell_type)
+        if utils.is_solution(cell):
+            cells["solution"].add(name)
+        if utils.is_task(cell):
+            cells["task"][name] = (float(cell.metadata.nbgrader["points"]), cell.cell_type)
+        if utils.is_grade(cell) or utils.is_solution(cell) or utils.is_locked(cell) or utils.is_task(cell):
+            cells["source"][name] = (cell.cell_type, utils.is_locked(cell), cell.source,
+                                     cell.metadata.nbgrader.get("checksum"))
+    return cells
+
+
+def recorded_cells(notebook) -> dict:
+    """The same description of a notebook as the gradebook holds it."""
+    return {
+        "grade": {c.name: (float(c.max_score), c.cell_type) for c in notebook.grade_cells},
+        "solution": {c.name for c in notebook.solution_cells},
+        "task": {c.name: (float(c.max_score), c.cell_type) for c in notebook.task_cells},
+        "source": {c.name: (c.cell_type, bool(c.locked), c.source, c.checksum) for c in notebook.source_cells},
+    }
+
+
+def gradebook_differences(gb, assignment_id: str, notebooks: dict) -> list[str]:
+    """How the gradebook's record of the assignment differs from the notebooks (empty: up to date)."""
+    from nbgrader.api import MissingEntry
+
+    try:
+        recorded = {nb.name: nb for nb in gb.find_assignment(assignment_id).notebooks}
+    except MissingEntry:
+        return [f"assignment {assignment_id} is not in the gradebook"]
+    problems = [f"notebook {name}: not in the gradebook" for name in sorted(set(notebooks) - set(recorded))]
+    problems += [f"notebook {name}: in the gradebook only" for name in sorted(set(recorded) - set(notebooks))]
+    for name in sorted(set(notebooks) & set(recorded)):
+        expected, actual = expected_cells(notebooks[name]), recorded_cells(recorded[name])
+        problems += [f"notebook {name}: {kind} cells differ" for kind in expected if expected[kind] != actual[kind]]
+    return problems
+
+
+def _generate_assignment(gradebook_url: str, course: Course, assignment_id: str, source: Path,
+                         notebooks: dict) -> None:
+    """Run nbgrader's generate_assignment on a scratch copy of the (marked) solution notebooks, recording the
+    assignment in the gradebook; the release it writes is thrown away."""
+    import nbformat
+    from nbgrader.apps import NbGraderAPI
+    from traitlets.config import Config
+
+    with tempfile.TemporaryDirectory(prefix="vg-gradebook-") as scratch:
+        scratch = Path(scratch)
+        copy = scratch / "source" / assignment_id
+        shutil.copytree(source, copy, ignore=shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__"))
+        for name, nb in notebooks.items():
+            nbformat.write(nb, str(copy / f"{name}.ipynb"))
+        config = Config()
+        config.CourseDirectory.root = str(scratch)
+        config.CourseDirectory.source_directory = "source"
+        config.CourseDirectory.release_directory = "release"
+        config.CourseDirectory.course_id = course.course_id
+        config.CourseDirectory.db_url = gradebook_url
+        result = NbGraderAPI(config=config).generate_assignment(assignment_id, force=True, create=True)
+        if not result["success"]:
+            raise GradebookError(
+                f"nbgrader generate_assignment could not record {assignment_id} in the gradebook (nbgrader does not "
+                "change the cells of a notebook that already has submissions):\n"
+                f"{result.get('log', '')}\n{result.get('error', '')}")
+
+
+def _alembic_on_path() -> None:
+    """nbgrader's gradebook runs the `alembic` command, which sits beside this interpreter in its virtualenv."""
+    scripts = str(Path(sys.executable).parent)
+    if scripts not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = scripts + os.pathsep + os.environ.get("PATH", "")
