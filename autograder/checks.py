@@ -98,8 +98,20 @@ def expect_array(got, want: np.ndarray, what: str, case=None, tol: Tolerance = T
                              f"(largest relative error {rel:.1e})")
 
 
+def expect_array_any(got, wants: list[np.ndarray], what: str, case=None, tol: Tolerance = Tolerance()) -> None:
+    """Like expect_array, passing when `got` matches any of the acceptable answers (the first one is the one a
+    failure message is about)."""
+    for want in wants[1:]:
+        try:
+            expect_array(got, want, what, case, tol)
+            return
+        except GradingFailure:
+            pass
+    expect_array(got, wants[0], what, case, tol)
+
+
 def expect_float(got, want: float, what: str, case=None, tol: Tolerance = Tolerance()) -> None:
-    if isinstance(got, bool) or not isinstance(got, (float, int)):
+    if isinstance(got, (bool, np.bool_)) or not isinstance(got, (float, int, np.floating, np.integer)):
         raise GradingFailure(f"{what}{_where(case)}: expected a float, got {describe(got)}")
     got, want = float(got), float(want)
     if math.isnan(want) or math.isnan(got):
@@ -116,7 +128,8 @@ def expect_float(got, want: float, what: str, case=None, tol: Tolerance = Tolera
 
 
 def expect_int(got, want: int, what: str, case=None) -> None:
-    if isinstance(got, bool) or not isinstance(got, int):
+    """An integer (Python or numpy; not a bool, not a float) equal to want."""
+    if isinstance(got, (bool, np.bool_)) or not isinstance(got, (int, np.integer)):
         raise GradingFailure(f"{what}{_where(case)}: expected an int, got {describe(got)}")
     if got != want:
         raise GradingFailure(f"{what}{_where(case)} is not the expected value")

@@ -33,11 +33,19 @@ class Tolerances(_Strict):
     atol: float = Field(ge=0)
 
 
+class LatePolicy(_Strict):
+    """A share of the score taken off per started day after the due date (0: no penalty), up to all of it."""
+
+    penalty_per_day: float = Field(0.0, ge=0, le=1, description="fraction of the score lost per started late day")
+    grace_minutes: float = Field(0.0, ge=0, description="lateness forgiven, e.g. for upload time")
+
+
 class Assignment(_Strict):
     id: str
     title: str
     notebooks: list[str] = Field(min_length=1)
     due: datetime
+    late_policy: LatePolicy = LatePolicy()
     limits: Limits
     seed: int = Field(description="base of the per-student seeds of the hidden test inputs")
     tolerances: Tolerances

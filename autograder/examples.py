@@ -89,7 +89,7 @@ def build_student(name: str, spec: dict, course: Course, assignment_id: str, des
     for link_name, target in (spec.get("symlinks") or {}).items():  # for the attack corpus: links out of the folder
         (folder / link_name).symlink_to(substitute(target))
     if spec.get("layout") == "nbgrader":
-        (folder / "timestamp.txt").write_text("2026-12-18 20:15:00.000000 UTC\n")
+        (folder / "timestamp.txt").write_text(spec.get("timestamp", "2026-12-18 20:15:00.000000 UTC") + "\n")
     return folder
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import concurrent.futures
 import csv
 import json
+import math
 import multiprocessing
 import os
 import sys
@@ -51,11 +52,29 @@ def empty_tests(assignment: Assignment, message: str) -> list[dict]:
             for function, points in assignment.points.items()]
 
 
+def late_penalty(submitted, assignment: Assignment) -> tuple[float, str]:
+    """(fraction of the score kept, a note for the student) under course.yml's late policy."""
+    if submitted is None:
+        return 1.0, ""
+    late = (submitted - assignment.due).total_seconds() - 60 * assignment.late_policy.grace_minutes
+    if late <= 0:
+        return 1.0, f"Submitted {submitted:%Y-%m-%d %H:%M %Z}, on time."
+    days = math.ceil(late / 86400)
+    kept = max(0.0, 1.0 - days * assignment.late_policy.penalty_per_day)
+    return kept, (f"Submitted {submitted:%Y-%m-%d %H:%M %Z}, {days} day{'s' if days > 1 else ''} late: "
+                  f"the score is multiplied by {kept:g} (late policy: {assignment.late_policy.penalty_per_day:g} "
+                  "per started day).")
+
+
 def results_document(student: str, tests: list[dict], options: GradeOptions, seconds: float, notes: list[str],
-                     load_report: list[dict], files: list[str]) -> dict:
+                     load_report: list[dict], files: list[str], submitted=None) -> dict:
     """Gradescope's results.json schema, with our extra data under extra_data."""
-    score = round(sum(t["score"] for t in tests), 6)
-    lines = [f"Score: {score:g} / {options.assignment.max_score:g}"]
+    raw = round(sum(t["score"] for t in tests), 6)
+    kept, late_note = late_penalty(submitted, options.assignment)
+    score = round(raw * kept, 6)
+    lines = [f"Score: {score:g} / {options.assignment.max_score:g}" + (f" ({raw:g} before the late penalty)"
+                                                                         if kept < 1 else "")]
+    lines += [late_note] if late_note else []
     lines += notes
     for problem in load_report:
         where = f"{problem['file']}" + (f", cell {problem['index']}" if problem.get("index") is not None else "")
@@ -69,7 +88,8 @@ def results_document(student: str, tests: list[dict], options: GradeOptions, sec
         "stdout_visibility": "hidden",
         "tests": tests,
         "extra_data": {"student": student, "assignment": options.assignment.id, "isolation": options.isolation,
-                       "files": files, "load_errors": load_report},
+                       "files": files, "load_errors": load_report, "raw_score": raw,
+                       "submitted": submitted.isoformat() if submitted else None},
     }
 
 
@@ -114,7 +134,7 @@ def grade_one(student: str, folder: str, options: GradeOptions) -> dict:
         if context.collection_errors:
             tests = empty_tests(options.assignment, "internal grader error: the graders could not be collected")
     document = results_document(student, tests, options, time.monotonic() - started, notes, load_report,
-                                submission.files)
+                                submission.files, submission.timestamp())
     write_atomic(out_dir / "output.txt", output or "(no output)\n")
     if grader_errors:
         write_atomic(out_dir / "grader_errors.txt", "\n\n".join(grader_errors))

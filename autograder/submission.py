@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+from datetime import timezone
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +23,20 @@ class Submission:
     units: list[LoadUnit] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+
+    def timestamp(self):
+        """When it was submitted, from nbgrader's timestamp.txt (None when there is none or it is unreadable)."""
+        from dateutil import parser
+
+        for folder in (self.folder, self.folder.parent):
+            path = folder / "timestamp.txt"
+            if path.is_file() and not path.is_symlink() and path.stat().st_size < 200:
+                try:
+                    stamp = parser.parse(path.read_text(encoding="utf-8").strip())
+                except (ValueError, OverflowError, UnicodeDecodeError):
+                    return None
+                return stamp if stamp.tzinfo else stamp.replace(tzinfo=timezone.utc)
+        return None
 
 
 def find_submissions(root: Path, assignment_id: str) -> list[Submission]:

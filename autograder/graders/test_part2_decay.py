@@ -6,15 +6,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from autograder.checks import Case, call, expect_array, expect_int
-from autograder.graders.conftest import collect, check_each, forward_args, reference_cache, student_forward, usable_or
+from autograder.checks import Case, call, expect_array, expect_array_any, expect_int
+from autograder.graders.conftest import (check_each, collect, forward_args, reference_cache, state_candidates,
+                                         student_forward)
 from autograder.pytest_plugin import graded
 
 
-def expected_norms(ref, case, h, dh):
+def expected_norms(ref, case, h, dh) -> list[np.ndarray]:
     x, h0, Wx, Wh, b = forward_args(case)
-    states = usable_or(h, ref.rnn_forward(x, h0, Wx, Wh, b)[0])
-    return ref.hidden_grad_norms(dh, reference_cache(x, h0, Wx, Wh, states))
+    return [ref.hidden_grad_norms(dh, reference_cache(x, h0, Wx, Wh, states))
+            for states in state_candidates(h, ref.rnn_forward(x, h0, Wx, Wh, b)[0])]
 
 
 def norms_results(student, ref, cases, make_dh):
@@ -35,13 +36,13 @@ def last_step_only(case):
 @graded("hidden_grad_norms", "norms with losses at every step (direct plus carried gradient)")
 def test_norms_all_steps(student, ref, rnn_cases, tol):
     results = norms_results(student, ref, rnn_cases, lambda case: case.inputs["dh"])
-    check_each(results, lambda case, out: expect_array(out[0], out[1], "norms", case, tol))
+    check_each(results, lambda case, out: expect_array_any(out[0], out[1], "norms", case, tol))
 
 
 @graded("hidden_grad_norms", "norms with a loss on the last step only")
 def test_norms_last_step(student, ref, rnn_cases, tol):
     results = norms_results(student, ref, rnn_cases, last_step_only)
-    check_each(results, lambda case, out: expect_array(out[0], out[1], "norms", case, tol))
+    check_each(results, lambda case, out: expect_array_any(out[0], out[1], "norms", case, tol))
 
 
 def non_normal_matrices(rng) -> list[Case]:
@@ -74,7 +75,7 @@ def test_bound_default_gamma(student, ref, context, tol):
 def horizon_cases(rng) -> list[Case]:
     decay = 10.0 ** -np.arange(8)[::-1]  # norms[T-1-k] / norms[T-1] = 10**-k
     bumpy = np.array([1e-9, 5.0, 0.5, 2.0])  # only the step 3 back is below 1e-3
-    scaled = np.array([3e-3, 2e-2, 0.5, 3.0]) * 7  # must divide by norms[T-1]
+    scaled = np.array([2e-3, 2e-2, 0.5, 3.0]) * 7  # ratio 6.7e-4 at k = 3 only after dividing by norms[T-1] = 21
     flat = rng.uniform(0.5, 2.0, 6)  # never below: T
     return [
         Case("a geometric curve", {"norms": decay, "threshold": 1e-3}),

@@ -27,8 +27,8 @@ def test_layout(student, ref, context):
     fillers = np.arange(len(ref.NAMES), len(ref.NAMES) + len(ref.FILLERS))
     query = ref.VOCAB.index(ref.QUERY)
     seed = int(context.rng("agreement").integers(1000))
-    for n, distance in [(64, 5), (40, 0), (8, 30)]:
-        case = Case(f"n={n}, distance={distance}, seed={seed}")
+    for n, distance in [(64, 5), (np.int64(40), 0), (8, np.int32(30))]:
+        case = Case(f"n={n}, distance={distance}, seed={seed} (numpy integers in some cases)")
         tokens, labels = agreement_data(student, n, distance, seed, case)
         if not np.all(np.isin(tokens[:, 0], names)):
             raise GradingFailure(f"tokens[:, 0] in {case}: must be name ids")
@@ -104,11 +104,11 @@ def test_ratio_full(student, ref, context, tol):
                      ref.antecedent_gradient_ratio(*ratio_args(case)), "the ratio", case, tol)
 
 
-@graded("antecedent_gradient_ratio", "truncated: 0.0 when k2 < T - 1, the full ratio when k2 >= T")
+@graded("antecedent_gradient_ratio", "truncated: 0.0 when k2 < T, the full ratio when k2 >= T")
 def test_ratio_truncated(student, ref, context, tol):
     for case in ratio_cases(context.rng("ratio truncated"), ref):
         T = case.inputs["x"].shape[1]
-        for k2 in (2, T):
+        for k2 in (2, T - 1, T, T + 3):
             labelled = Case(f"{case.label}, k2={k2}")
             expect_float(call(student.antecedent_gradient_ratio, *ratio_args(case), k2, case=labelled),
                          ref.antecedent_gradient_ratio(*ratio_args(case), k2), "the ratio", labelled, tol)
