@@ -18,13 +18,14 @@ demo: setup
 	$(PY) -m autograder build-class examples/class.yml build/example_class
 	$(PY) -m autograder grade build/example_class --out build/example_results --jobs 2
 
-# The whole test suite, slow notebook executions included, on two workers.
+# The whole test suite, slow ones included, on two workers; a test file stays on one worker (its module fixtures,
+# such as the corpus validation, then run once).
 test: setup
-	$(PY) -m pytest -n 2 -q
+	$(PY) -m pytest -n 2 --dist loadfile -q
 
 # Everything but the slow notebook executions.
 test-fast: setup
-	$(PY) -m pytest -n 2 -q -m "not slow"
+	$(PY) -m pytest -n 2 --dist loadfile -q -m "not slow"
 
 release: setup
 	$(PY) -m autograder release

@@ -126,6 +126,27 @@ def grade(submissions: Path, out: Path, jobs: int, timeout: float | None, resume
         click.echo(f"Recorded {len(documents)} students in the nbgrader gradebook {gradebook}")
 
 
+@main.command()
+@click.argument("notebooks", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@course_option
+def check(notebooks: tuple[Path, ...], course_file: Path):
+    """Self-check: run each NOTEBOOK as the grader loads it and report its public checks (seconds; no hidden
+    tests). Exits 1 when a check fails."""
+    from autograder.check import check_notebook, format_results
+    from autograder.sandbox import SandboxLimits
+
+    limits = _load(course_file).assignments[0].limits
+    sandbox_limits = SandboxLimits(call_timeout=limits.call_timeout_seconds, unit_timeout=limits.cell_timeout_seconds,
+                                   memory_mb=limits.memory_mb)
+    failed = False
+    for notebook in notebooks:
+        results, problems = check_notebook(notebook, sandbox_limits)
+        click.echo(format_results(notebook, results, problems))
+        failed |= bool(problems) or not all(r.passed for r in results)
+    if failed:
+        sys.exit(1)
+
+
 @main.group()
 def bundle():
     """Package the grader for another platform."""

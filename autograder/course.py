@@ -24,6 +24,7 @@ class _Strict(BaseModel):
 class Limits(_Strict):
     timeout_seconds: PositiveFloat = Field(description="wall-clock limit for grading one submission")
     call_timeout_seconds: PositiveFloat = Field(description="wall-clock limit for one call of a student function")
+    cell_timeout_seconds: PositiveFloat = Field(description="wall-clock limit for loading one cell or file")
     memory_mb: PositiveInt = Field(description="address-space limit of the student process")
     output_kb: PositiveInt = Field(description="how much student stdout/stderr is kept")
 

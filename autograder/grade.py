@@ -116,7 +116,8 @@ def grade_one(student: str, folder: str, options: GradeOptions) -> dict:
             workdir = Path(scratch) / "work"
             notes += private_copy(submission, workdir)
             units = submission.units + [LoadUnit(file="(autograder)", index=None, source=ECHO_SOURCE, kind="module")]
-            sandbox_limits = SandboxLimits(call_timeout=limits.call_timeout_seconds, memory_mb=limits.memory_mb,
+            sandbox_limits = SandboxLimits(call_timeout=limits.call_timeout_seconds,
+                                           unit_timeout=limits.cell_timeout_seconds, memory_mb=limits.memory_mb,
                                            cpu_seconds=int(options.timeout) + 5, output_bytes=limits.output_kb * 1024)
             with Sandbox(workdir, units, sandbox_limits) as sandbox:
                 load_report = [r for r in sandbox.load_report if r.get("file") != "(autograder)"]

@@ -101,7 +101,8 @@ class InvalidResult(StudentError):
 # ------------------------------------------------------------------------------------------- data types
 @dataclass(frozen=True)
 class SandboxLimits:
-    call_timeout: float = 10.0  # wall clock for one call or one unit, seconds
+    call_timeout: float = 10.0  # wall clock for one call, seconds
+    unit_timeout: float = 60.0  # wall clock for loading one cell or file (an `import torch` on a busy machine)
     memory_mb: int = 2048  # RLIMIT_AS (torch needs ~640 MB just to import)
     cpu_seconds: int = 120  # RLIMIT_CPU per process (soft = hard, so it cannot be caught)
     output_bytes: int = 262144  # student stdout+stderr kept
@@ -152,24 +153,37 @@ def isolation_level() -> str:
     return "process"
 
 
-@functools.cache
 def _bwrap_problem() -> str | None:
-    """Runs bubblewrap with the real flags on a trivial Python command; None if it worked, else why not."""
+    """None if bubblewrap works here, else why not (checked once)."""
+    return _bwrap_setup()[0]
+
+
+@functools.cache
+def _bwrap_setup() -> tuple[str | None, bool]:
+    """(problem, seccomp): runs bubblewrap with the real flags on a trivial Python command, with the seccomp
+    filter and, if that fails (a kernel without seccomp filters), without it."""
     if not sys.platform.startswith("linux"):
-        return "not Linux"
+        return "not Linux", False
     if shutil.which("bwrap") is None:
-        return "bwrap is not installed"
+        return "bwrap is not installed", False
     if not hasattr(os, "memfd_create"):
-        return "os.memfd_create is missing"
+        return "os.memfd_create is missing", False
     if os.geteuid() == 0 and shutil.which("setpriv") is None:
-        return "setpriv is not installed"
+        return "setpriv is not installed", False
     package = Path(__file__).resolve().parent
     for d in _python_dirs():
         if package.is_relative_to(d):
-            return f"the Python installation {d} contains the autograder package; it cannot be shown to students"
+            return (f"the Python installation {d} contains the autograder package; it cannot be shown to "
+                    f"students"), False
+    if _seccomp_program() is not None and _probe(seccomp=True) is None:
+        return None, True
+    return _probe(seccomp=False), False
+
+
+def _probe(seccomp: bool) -> str | None:
     with tempfile.TemporaryDirectory(prefix="agsb-probe-") as work:
         check = f"import os, sys; sys.exit(0 if os.getuid() == {NOBODY} or {os.geteuid() != 0} else 1)"
-        argv, fds = _bwrap_command(Path(work), b"", 2**20)
+        argv, fds = _bwrap_command(Path(work), b"", 2**20, seccomp)
         try:
             run = subprocess.run(argv + [sys.executable, "-I", "-S", "-c", check], stdin=subprocess.DEVNULL,
                                  capture_output=True, timeout=30, env={"PATH": "/usr/bin:/bin"}, pass_fds=fds)
@@ -271,13 +285,14 @@ def _child_path() -> list[str]:
             if os.path.isabs(p) and any(p == r or p.startswith(r + "/") for r in roots)]
 
 
-def _bwrap_command(workdir: Path, worker_source: bytes, tmp_bytes: int) -> tuple[list[str], tuple[int, ...]]:
+def _bwrap_command(workdir: Path, worker_source: bytes, tmp_bytes: int,
+                   with_seccomp: bool) -> tuple[list[str], tuple[int, ...]]:
     """bwrap [+ setpriv] command prefix: an allow-list filesystem, no network, drop to nobody.
 
-    Also returns the file descriptors bwrap reads (the worker's source, the seccomp filter): pass them to the
-    child, then close them."""
+    Also returns the file descriptors bwrap reads (the worker's source, the seccomp filter): pass them to one
+    child (bwrap reads them to the end), then close them."""
     worker_fd = _data_fd(worker_source)  # becomes a read-only /sandbox/worker.py (--ro-bind-data)
-    seccomp = _seccomp_program()
+    seccomp = _seccomp_program() if with_seccomp else None
     fds = (worker_fd,) if seccomp is None else (worker_fd, _data_fd(seccomp))
     argv = [_tool("bwrap")]
     if os.geteuid() == 0:
@@ -733,8 +748,6 @@ def _encode_arg(value: Any, buffers: list[bytes], owner: object, generation: int
         dtype = _wire_dtype(value.dtype)
         buffers.append(np.asarray(value, dtype=dtype).tobytes())
         return {"t": "sc", "dtype": dtype.str, "b": len(buffers) - 1}
-    if isinstance(value, bool):
-        return bool(value)
     if isinstance(value, int):
         return int(value)
     if isinstance(value, float):
@@ -773,7 +786,15 @@ class _Decoder:
         self.owner = owner
         self.generation = generation
 
-    def value(self, node: Any, depth: int = 0) -> Any:
+    def value(self, node: Any) -> Any:
+        try:
+            return self._value(node, 0)
+        except InvalidResult:
+            raise
+        except (TypeError, ValueError, OverflowError, MemoryError, RecursionError) as exc:  # e.g. absurd shapes
+            raise InvalidResult(f"malformed value in the reply ({type(exc).__name__})") from None
+
+    def _value(self, node: Any, depth: int) -> Any:
         if depth > wire.MAX_DEPTH:
             raise InvalidResult("the result is nested too deeply")
         t = type(node)
@@ -787,7 +808,7 @@ class _Decoder:
             raise InvalidResult(f"unexpected {t.__name__} in the reply")
         tag = node.get("t")
         if tag in ("tuple", "list") and node.keys() == {"t", "v"} and type(node["v"]) is list:
-            items = [self.value(v, depth + 1) for v in node["v"]]
+            items = [self._value(v, depth + 1) for v in node["v"]]
             return tuple(items) if tag == "tuple" else items
         if tag == "nd" and node.keys() == {"t", "dtype", "shape", "b"}:
             shape = node["shape"]
@@ -813,7 +834,7 @@ class _Decoder:
         raise InvalidResult("malformed value in the reply")
 
     def _dtype_and_buffer(self, node: dict) -> tuple[np.dtype, memoryview]:
-        if node["dtype"] not in wire.DTYPES:
+        if type(node["dtype"]) is not str or node["dtype"] not in wire.DTYPES:
             raise InvalidResult(f"dtype {str(node['dtype'])[:20]!r} is not allowed in a reply")
         index = node["b"]
         if type(index) is not int or not 0 <= index < len(self.buffers):
@@ -996,7 +1017,7 @@ class Sandbox:
         if self.isolation != "bubblewrap":
             return _Child(self._process_argv, (), self._config, self._env, self._cwd, self.limits, self.isolation,
                           self._marker, self._generation, self._output)
-        argv, fds = _bwrap_command(self.workdir, WORKER_SOURCE, 4 * self.limits.file_bytes)
+        argv, fds = _bwrap_command(self.workdir, WORKER_SOURCE, 4 * self.limits.file_bytes, _bwrap_setup()[1])
         try:
             return _Child(argv + [sys.executable, "-I", "-S", SANDBOX_WORKER], fds, self._config, self._env,
                           self._cwd, self.limits, self.isolation, self._marker, self._generation, self._output)
@@ -1043,9 +1064,9 @@ class Sandbox:
                            "kind": unit.kind}
                 failure = None
                 try:
-                    reply, _ = child.request(request, [], self.limits.call_timeout)
+                    reply, _ = child.request(request, [], self.limits.unit_timeout)
                 except _TimedOut:
-                    failure = f"TimeoutError: ran longer than {_seconds(self.limits.call_timeout)}; skipped"
+                    failure = f"TimeoutError: ran longer than {_seconds(self.limits.unit_timeout)}; skipped"
                 except _Died as died:
                     failure = f"ProcessCrashed: {died}; skipped"
                 except _Garbage as bad:

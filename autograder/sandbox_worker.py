@@ -1,10 +1,10 @@
 """The student side of the sandbox: runs student code and answers the grader's requests.
 
 autograder/sandbox.py puts this file read-only into the sandbox (/sandbox/worker.py under bubblewrap, a
-private copy otherwise) and starts it as `python -I -S worker.py REQUEST_FD REPLY_FD CONFIG`. It must stay self-contained
-(standard library only) because the autograder package is invisible in there, and cheap to start: it
-imports only what a bare interpreter has loaded anyway (no json, traceback or numpy until needed), which
-saves ~25 ms per start when student code does not import those itself.
+private copy otherwise) and starts it as `python -I -S worker.py REQUEST_FD REPLY_FD CONFIG`. It must stay
+self-contained (standard library only) because the autograder package is invisible in there, and cheap to
+start: it imports only what a bare interpreter has loaded anyway (no json, traceback or numpy until needed),
+which saves ~25 ms per start when student code does not import those itself.
 
 Nothing here is trusted by the grader: student code runs in this very process and can patch or replace
 any of it. The worker is only the honest path; the parent validates every byte it gets back.
