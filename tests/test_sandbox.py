@@ -288,7 +288,7 @@ def test_hanging_cell_is_skipped(open_sandbox):
         "def a():\n    return 1\n",
         "import time\nend = time.time() + 30\nwhile time.time() < end:\n    pass\n",
         "def b():\n    return 2\n",
-        limits=SandboxLimits(call_timeout=1, memory_mb=1024))
+        limits=SandboxLimits(call_timeout=1, unit_timeout=1, memory_mb=1024))
     assert [r["error"] for r in sb.load_report] == ["TimeoutError: ran longer than 1 s; skipped"]
     assert sb.call("a") + sb.call("b") == 3
     assert sb.restarts == 1
@@ -402,8 +402,9 @@ def test_forked_daemon_dies_with_the_sandbox(open_sandbox, marker, level):
             if os.fork() == 0:
                 os.setsid()
                 if os.fork() == 0:
-                    with open("daemon.pid", "w") as f:
+                    with open("daemon.pid.tmp", "w") as f:  # renamed when complete: never read half-written
                         f.write(str(os.getpid()))
+                    os.rename("daemon.pid.tmp", "daemon.pid")
                     end = time.time() + 40
                     while time.time() < end:
                         time.sleep(0.1)
