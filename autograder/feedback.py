@@ -18,7 +18,18 @@ tr.passed td.status { color: #1a7f37; } tr.failed td.status { color: #c62828; fo
 pre { background: #f7f7f7; padding: .75rem; overflow-x: auto; white-space: pre-wrap; }
 .score { font-size: 1.4rem; font-weight: 600; }
 figure { margin: 1.5rem 0; } figure img { max-width: 100%; } figcaption { margin-bottom: .4rem; }
-</style></head><body>
+</style>
+<script>
+/* Self-check of the page (no network, nothing sent anywhere): records decoding errors and broken images on the
+   body, so a headless browser test can read them from the DOM. */
+window.addEventListener("error", function (e) { document.body.dataset.error = String(e.message || "a resource failed"); }, true);
+window.addEventListener("load", function () {
+  var images = Array.prototype.slice.call(document.images);
+  var broken = images.filter(function (img) { return !img.complete || img.naturalWidth === 0; }).length;
+  document.body.dataset.images = images.length + " images, " + broken + " broken";
+});
+</script>
+</head><body>
 <h1>{{ doc.extra_data.assignment }}: feedback for {{ doc.extra_data.student }}</h1>
 <p class="score">{{ "%g"|format(doc.score) }} / {{ "%g"|format(doc.max_score) }} points</p>
 <pre>{{ doc.output }}</pre>
@@ -56,7 +67,18 @@ SUMMARY_TEMPLATE = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUn
 body { font: 15px/1.45 system-ui, sans-serif; max-width: 64rem; margin: 2rem auto; padding: 0 1rem; color: #222; }
 table { border-collapse: collapse; width: 100%; } th, td { border-bottom: 1px solid #ddd; padding: .3rem .5rem;
 text-align: left; } th { background: #f4f4f4; } td.num { text-align: right; } img { max-width: 100%; }
-</style></head><body>
+</style>
+<script>
+/* Self-check of the page (no network, nothing sent anywhere): records decoding errors and broken images on the
+   body, so a headless browser test can read them from the DOM. */
+window.addEventListener("error", function (e) { document.body.dataset.error = String(e.message || "a resource failed"); }, true);
+window.addEventListener("load", function () {
+  var images = Array.prototype.slice.call(document.images);
+  var broken = images.filter(function (img) { return !img.complete || img.naturalWidth === 0; }).length;
+  document.body.dataset.images = images.length + " images, " + broken + " broken";
+});
+</script>
+</head><body>
 <h1>{{ summary.assignment }}: class summary</h1>
 <p>{{ summary.students }} submissions; mean {{ summary.mean_score }} / {{ "%g"|format(summary.max_score) }};
 {{ summary.full_marks }} with full marks, {{ summary.zero }} with zero. Isolation: {{ summary.isolation }}.

@@ -2,16 +2,20 @@
 # Set up this checkout on a fresh machine; safe to run again (it only installs what is missing).
 #  - bubblewrap, for the grading sandbox, where apt-get is available (as root); without it grading falls back
 #    to process isolation and says so
+#  - Debian's chromium, for the test that opens the feedback pages in a headless browser
 #  - a Python 3.11 virtual environment in .venv with the kit and its pinned dependencies (torch==2.13.0, CPU)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! command -v bwrap >/dev/null 2>&1; then
+missing=()
+command -v bwrap >/dev/null 2>&1 || missing+=(bubblewrap)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+if [ ${#missing[@]} -gt 0 ]; then
   if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
-    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null; } \
-      || echo "setup: warning: could not install bubblewrap; grading will use process isolation only" >&2
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null; } \
+      || echo "setup: warning: could not install ${missing[*]}; without bubblewrap grading uses process isolation only" >&2
   else
-    echo "setup: note: bubblewrap is not installed and apt-get is not usable here; grading will use process isolation only" >&2
+    echo "setup: note: ${missing[*]} not installed and apt-get is not usable here; without bubblewrap grading uses process isolation only" >&2
   fi
 fi
 
