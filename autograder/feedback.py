@@ -7,6 +7,19 @@ from pathlib import Path
 
 import jinja2
 
+# Records decoding errors and broken images on the page's body, for the headless-browser test (tests/test_pages.py).
+PAGE_CHECK_SCRIPT = """<script>
+/* Self-check of the page (no network, nothing sent anywhere): records decoding errors and broken images on the
+   body, so a headless browser test can read them from the DOM. */
+window.addEventListener("error", function (e) { document.body.dataset.error = String(e.message || "a resource failed"); }, true);
+window.addEventListener("load", function () {
+  var images = Array.prototype.slice.call(document.images);
+  var broken = images.filter(function (img) { return !img.complete || img.naturalWidth === 0; }).length;
+  document.body.dataset.images = images.length + " images, " + broken + " broken";
+});
+</script>
+"""
+
 TEMPLATE = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined).from_string("""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <title>Feedback: {{ doc.extra_data.student }}, {{ doc.extra_data.assignment }}</title>
@@ -19,17 +32,7 @@ pre { background: #f7f7f7; padding: .75rem; overflow-x: auto; white-space: pre-w
 .score { font-size: 1.4rem; font-weight: 600; }
 figure { margin: 1.5rem 0; } figure img { max-width: 100%; } figcaption { margin-bottom: .4rem; }
 </style>
-<script>
-/* Self-check of the page (no network, nothing sent anywhere): records decoding errors and broken images on the
-   body, so a headless browser test can read them from the DOM. */
-window.addEventListener("error", function (e) { document.body.dataset.error = String(e.message || "a resource failed"); }, true);
-window.addEventListener("load", function () {
-  var images = Array.prototype.slice.call(document.images);
-  var broken = images.filter(function (img) { return !img.complete || img.naturalWidth === 0; }).length;
-  document.body.dataset.images = images.length + " images, " + broken + " broken";
-});
-</script>
-</head><body>
+""" + PAGE_CHECK_SCRIPT + """</head><body>
 <h1>{{ doc.extra_data.assignment }}: feedback for {{ doc.extra_data.student }}</h1>
 <p class="score">{{ "%g"|format(doc.score) }} / {{ "%g"|format(doc.max_score) }} points</p>
 <pre>{{ doc.output }}</pre>
@@ -68,17 +71,7 @@ body { font: 15px/1.45 system-ui, sans-serif; max-width: 64rem; margin: 2rem aut
 table { border-collapse: collapse; width: 100%; } th, td { border-bottom: 1px solid #ddd; padding: .3rem .5rem;
 text-align: left; } th { background: #f4f4f4; } td.num { text-align: right; } img { max-width: 100%; }
 </style>
-<script>
-/* Self-check of the page (no network, nothing sent anywhere): records decoding errors and broken images on the
-   body, so a headless browser test can read them from the DOM. */
-window.addEventListener("error", function (e) { document.body.dataset.error = String(e.message || "a resource failed"); }, true);
-window.addEventListener("load", function () {
-  var images = Array.prototype.slice.call(document.images);
-  var broken = images.filter(function (img) { return !img.complete || img.naturalWidth === 0; }).length;
-  document.body.dataset.images = images.length + " images, " + broken + " broken";
-});
-</script>
-</head><body>
+""" + PAGE_CHECK_SCRIPT + """</head><body>
 <h1>{{ summary.assignment }}: class summary</h1>
 <p>{{ summary.students }} submissions; mean {{ summary.mean_score }} / {{ "%g"|format(summary.max_score) }};
 {{ summary.full_marks }} with full marks, {{ summary.zero }} with zero. Isolation: {{ summary.isolation }}.
