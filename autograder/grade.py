@@ -178,18 +178,23 @@ def already_graded(out: Path, student: str) -> dict | None:
         return None
 
 
+def function_scores(document: dict) -> dict[str, float]:
+    """Points per graded function in a results document (the sum of its tests; tags[0] names the function)."""
+    scores: dict[str, float] = {}
+    for test in document["tests"]:
+        function = (test.get("tags") or [test["name"].split(":")[0]])[0]
+        scores[function] = scores.get(function, 0.0) + test["score"]
+    return scores
+
+
 def write_grades_csv(out: Path, documents: dict[str, dict], assignment: Assignment) -> Path:
     functions = list(assignment.points)
     rows = []
     for student in sorted(documents):
         doc = documents[student]
-        per_function = {f: 0.0 for f in functions}
-        for test in doc["tests"]:
-            function = (test.get("tags") or [test["name"].split(":")[0]])[0]
-            if function in per_function:
-                per_function[function] += test["score"]
+        per_function = function_scores(doc)
         rows.append([student, f"{doc['score']:g}", f"{doc['max_score']:g}",
-                     *(f"{per_function[f]:.6g}" for f in functions)])
+                     *(f"{per_function.get(f, 0.0):.6g}" for f in functions)])
     path = out / "grades.csv"
     tmp = out / ".grades.csv.tmp"
     with open(tmp, "w", newline="", encoding="utf-8") as f:

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from autograder import REPO_ROOT
 from autograder.course import Assignment, Course
+from autograder.grade import function_scores
 
 CORPUS_DIR = REPO_ROOT / "tests" / "submissions"
 CORPORA = ("mutants", "variants", "attacks")
@@ -44,14 +45,6 @@ class Verdict:
     @property
     def ok(self) -> bool:
         return not self.problems
-
-
-def function_scores(document: dict) -> dict[str, float]:
-    scores: dict[str, float] = {}
-    for test in document["tests"]:
-        function = (test.get("tags") or [test["name"].split(":")[0]])[0]
-        scores[function] = scores.get(function, 0.0) + test["score"]
-    return scores
 
 
 def describe_expectation(expect: dict) -> str:
