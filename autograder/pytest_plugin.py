@@ -1,7 +1,8 @@
-"""The pytest plugin that turns a pytest session over autograder/graders/ into one student's scores.
+"""The pytest plugin that turns a pytest session over autograder/graders/ into students' scores.
 
-The grader process (trusted: it holds the reference) runs pytest with this plugin; the `student` fixture is a
-proxy whose calls run in that student's sandbox (autograder/sandbox.py). Each test is marked with the graded
+The grader process (trusted: it holds the reference) runs one pytest session with this plugin, collected once
+(GraderSession), and grades students one after another in it; the `student` fixture is a proxy whose calls run
+in the current student's sandbox (autograder/sandbox.py). Each test is marked with the graded
 function it tests:
 
     @graded("rnn_backward", "dWh on random sequences")
@@ -14,8 +15,12 @@ grader bug, reported to the instructor and shown to the student only as an inter
 
 from __future__ import annotations
 
+import atexit
+import concurrent.futures
 import hashlib
 import math
+import queue
+import threading
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -117,9 +122,21 @@ class GradingContext:
 
 
 class GradingPlugin:
-    def __init__(self, context: GradingContext):
-        self._context = context  # not `context`: that name is the fixture below
-        self.by_nodeid: dict[str, TestResult] = {}
+    """Collects the graders once, then grades one student after another in the same pytest session.
+
+    The session runs in a thread of its own (GraderSession) whose `pytest_runtestloop` waits for students: each
+    student is one pass over the collected items with `context` swapped in. The last item of a pass is run with
+    nextitem=None, so pytest tears down every fixture, session-scoped ones too: nothing of one student (their
+    sandbox, their random cases) survives into the next.
+    """
+
+    def __init__(self, points: dict[str, float], jobs: "queue.Queue"):
+        self._points = dict(points)
+        self._jobs = jobs
+        self._context: GradingContext | None = None  # the student being graded
+        self.templates: list[tuple[str, str, str, float]] = []  # (nodeid, test name, function, points)
+        self.collection_errors: list[str] = []
+        self._results: dict[str, TestResult] = {}
 
     # ---- fixtures available to every grader ----
     @pytest.fixture(scope="session")
@@ -149,33 +166,60 @@ class GradingPlugin:
         for item in items:
             mark = item.get_closest_marker(GRADED_MARK)
             if mark is None:
-                self._context.collection_errors.append(f"{item.nodeid} has no @graded mark")
+                self.collection_errors.append(f"{item.nodeid} has no @graded mark")
                 continue
             per_function.setdefault(mark.kwargs["function"], []).append(item)
-        for function in sorted(set(self._context.points) - set(per_function)):
-            self._context.collection_errors.append(f"no grader tests for {function}")
+        for function in sorted(set(self._points) - set(per_function)):
+            self.collection_errors.append(f"no grader tests for {function}")
         for function, function_items in per_function.items():
-            if function not in self._context.points:
-                self._context.collection_errors.append(f"tests for {function}, which has no points in course.yml")
+            if function not in self._points:
+                self.collection_errors.append(f"tests for {function}, which has no points in course.yml")
                 continue
-            share = self._context.points[function] / len(function_items)
+            share = self._points[function] / len(function_items)
             for item in function_items:
                 description = item.get_closest_marker(GRADED_MARK).kwargs["description"]
                 if hasattr(item, "callspec"):  # parametrized: "{name} on random inputs" -> "dWh on random inputs"
                     description = description.format(**item.callspec.params)
-                result = TestResult(f"{function}: {description}", function, share)
-                self.by_nodeid[item.nodeid] = result
-                self._context.results.append(result)
+                self.templates.append((item.nodeid, f"{function}: {description}", function, share))
 
     def pytest_collectreport(self, report):
         if report.failed:
-            self._context.collection_errors.append(f"{report.nodeid}: {report.longreprtext[-2000:]}")
+            self.collection_errors.append(f"{report.nodeid}: {report.longreprtext[-2000:]}")
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtestloop(self, session):
+        items = [item for item in session.items if item.nodeid in {t[0] for t in self.templates}]
+        while True:
+            job = self._jobs.get()
+            if job is None:  # the process is ending
+                return True
+            context, done = job
+            try:
+                self._grade(context, items)
+            except BaseException as exc:  # a bug here must reach the waiting caller, not kill the session
+                done.set_exception(exc)
+            else:
+                done.set_result(context)
+
+    def _grade(self, context: GradingContext, items: list) -> None:
+        context.collection_errors.extend(self.collection_errors)
+        context.results = [TestResult(name, function, share) for _, name, function, share in self.templates]
+        if self.collection_errors:
+            return
+        self._context = context
+        self._results = {nodeid: result for (nodeid, *_), result in zip(self.templates, context.results)}
+        try:
+            for i, item in enumerate(items):
+                nextitem = items[i + 1] if i + 1 < len(items) else None  # None: tear every fixture down
+                item.ihook.pytest_runtest_protocol(item=item, nextitem=nextitem)
+        finally:
+            self._context, self._results = None, {}
 
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_makereport(self, item, call):
         outcome = yield
         report = outcome.get_result()
-        result = self.by_nodeid.get(item.nodeid)
+        result = self._results.get(item.nodeid)
         if result is None or report.when == "teardown":
             return
         if report.when == "call" and report.passed:
@@ -190,11 +234,65 @@ class GradingPlugin:
                 result.grader_error = "".join(traceback.format_exception(error)) if error else report.longreprtext
 
 
+class GraderSession:
+    """One pytest session over the graders, collected once and kept in a thread of its own for the life of the
+    process; `grade(context)` runs every grader test against one student and waits for the results.
+
+    Collection, conftest imports and plugin set-up (~0.5 s) are thus paid once per worker process, not per student.
+    """
+
+    def __init__(self, graders_dir: str, points: dict[str, float]):
+        self._jobs: queue.Queue = queue.Queue()
+        self.plugin = GradingPlugin(points, self._jobs)
+        self.exit_code = None
+        self._thread = threading.Thread(target=self._run, args=(graders_dir,), name="grader-session", daemon=True)
+        self._thread.start()
+
+    def _run(self, graders_dir: str) -> None:
+        args = [graders_dir, "-c", f"{graders_dir}/pytest.ini", "--rootdir", graders_dir, "-p", "no:cacheprovider",
+                "-p", "no:terminal", "-p", "no:stepwise", "-p", "no:xdist", "-p", "no:timeout",
+                "--capture=no",  # the session outlives one student: never swap this process's stdout and stderr
+                "--continue-on-collection-errors"]  # reach the loop anyway: every student is then told why
+        try:
+            self.exit_code = pytest.main(args, plugins=[self.plugin])
+        finally:
+            self.exit_code = self.exit_code if self.exit_code is not None else "crashed"
+            while True:  # fail whoever is still waiting
+                try:
+                    job = self._jobs.get_nowait()
+                except queue.Empty:
+                    break
+                if job is not None:
+                    job[1].set_exception(RuntimeError(f"the grader session ended ({self.exit_code!r})"))
+
+    def grade(self, context: GradingContext) -> GradingContext:
+        if not self._thread.is_alive():
+            raise RuntimeError(f"the grader session ended ({self.exit_code!r})")
+        done: concurrent.futures.Future = concurrent.futures.Future()
+        self._jobs.put((context, done))
+        return done.result()
+
+    def close(self) -> None:
+        self._jobs.put(None)
+        self._thread.join(timeout=10)
+
+
+_sessions: dict[tuple, GraderSession] = {}
+_sessions_lock = threading.Lock()
+
+
 def run_graders(context: GradingContext, graders_dir: str) -> GradingContext:
-    """Run every grader test against one student; the results land in context.results."""
-    args = [graders_dir, "-c", f"{graders_dir}/pytest.ini", "--rootdir", graders_dir, "-p", "no:cacheprovider",
-            "-p", "no:terminal", "-p", "no:stepwise", "-p", "no:xdist", "-p", "no:timeout"]
-    exit_code = pytest.main(args, plugins=[GradingPlugin(context)])
-    if exit_code not in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
-        context.collection_errors.append(f"pytest ended with {exit_code!r}")
-    return context
+    """Run every grader test against one student; the results land in context.results (and
+    context.collection_errors). Uses this process's GraderSession for these graders and points."""
+    key = (graders_dir, tuple(sorted(context.points.items())))
+    with _sessions_lock:
+        session = _sessions.get(key)
+        if session is None or not session._thread.is_alive():
+            session = _sessions[key] = GraderSession(graders_dir, context.points)
+    return session.grade(context)
+
+
+@atexit.register
+def _close_sessions() -> None:
+    for session in list(_sessions.values()):
+        session.close()
