@@ -51,6 +51,8 @@ class Assignment(_Strict):
     seed: int = Field(description="base of the per-student seeds of the hidden test inputs")
     tolerances: Tolerances
     points: dict[str, PositiveFloat] = Field(description="autograded function -> points", min_length=1)
+    preload: list[str] = Field(["numpy"], description="libraries imported once per grading worker, before any "
+                               "student code, and shared by every student process forked from there")
 
     @property
     def max_score(self) -> float:

@@ -108,6 +108,7 @@ def grade_one(student: str, folder: str, options: GradeOptions) -> dict:
     submission = read_submission(Submission(student, Path(folder)))
     notes = [f"Isolation: {options.isolation}."] + submission.problems
     grader_errors, load_report, output, figures = [], [], "", []
+    student_seconds = 0.0
     if not submission.units:
         tests = empty_tests(options.assignment, "nothing in the submission could be loaded: "
                             + "; ".join(submission.problems))
@@ -119,7 +120,7 @@ def grade_one(student: str, folder: str, options: GradeOptions) -> dict:
             sandbox_limits = SandboxLimits(call_timeout=limits.call_timeout_seconds,
                                            unit_timeout=limits.cell_timeout_seconds, memory_mb=limits.memory_mb,
                                            cpu_seconds=int(options.timeout) + 5, output_bytes=limits.output_kb * 1024)
-            with Sandbox(workdir, units, sandbox_limits) as sandbox:
+            with Sandbox(workdir, units, sandbox_limits, preload=tuple(options.assignment.preload)) as sandbox:
                 load_report = [r for r in sandbox.load_report if r.get("file") != "(autograder)"]
                 context = GradingContext(student, sandbox, dict(options.assignment.points), options.assignment.seed,
                                          _tolerance(options), deadline=started + options.timeout)
@@ -127,6 +128,7 @@ def grade_one(student: str, folder: str, options: GradeOptions) -> dict:
                 if context.results and any(r.score > 0 for r in context.results):
                     figures = feedback_plots(Student(sandbox, context.deadline), load_reference())
                 output = sandbox.output()
+                student_seconds = sandbox.student_seconds
         grader_errors = context.collection_errors + [f"{r.name}:\n{r.grader_error}" for r in context.results
                                                      if r.grader_error]
         tests = [{"name": r.name, "score": round(r.score, 6), "max_score": round(r.max_score, 6),
@@ -136,10 +138,14 @@ def grade_one(student: str, folder: str, options: GradeOptions) -> dict:
             tests = empty_tests(options.assignment, "internal grader error: the graders could not be collected")
     document = results_document(student, tests, options, time.monotonic() - started, notes, load_report,
                                 submission.files, submission.timestamp())
+
     write_atomic(out_dir / "output.txt", output or "(no output)\n")
     if grader_errors:
         write_atomic(out_dir / "grader_errors.txt", "\n\n".join(grader_errors))
     write_feedback(out_dir / "feedback.html", document, figures)
+    # Where the time went: the student's code (loading cells, calls) and everything else (the grading overhead).
+    document["extra_data"]["timing"] = {"total": round(time.monotonic() - started, 4),
+                                        "student": round(student_seconds, 4)}
     write_atomic(out_dir / RESULTS_FILE, json.dumps(document, indent=2, allow_nan=False))
     return document
 

@@ -26,6 +26,8 @@ Sandbox in a thread that outlives it (the main thread, or a pool thread), not in
 
 from __future__ import annotations
 
+import atexit
+import concurrent.futures
 import ctypes
 import errno
 import functools
@@ -37,11 +39,13 @@ import secrets
 import select
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+import warnings
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,7 +59,13 @@ __all__ = ["Sandbox", "LoadUnit", "Handle", "SandboxLimits", "StudentError", "St
            "StudentTimeout", "StudentCrashed", "MissingFunction", "InvalidResult", "isolation_level"]
 
 NOBODY = 65534
-SANDBOX_WORKDIR = "/home/student/work"  # where the student's folder appears inside bubblewrap
+SANDBOX_HOME = "/home/student"  # a zygote's scratch folder, inside bubblewrap
+SANDBOX_WORKDIR = SANDBOX_HOME + "/work"  # where the student's folder appears inside bubblewrap
+# What a zygote (root inside bubblewrap) keeps: new mount/IPC namespaces and tmpfs mounts per student (SYS_ADMIN),
+# becoming nobody (SETUID, SETGID), emptying the bounding set (SETPCAP), killing the student's processes (KILL).
+ZYGOTE_CAPS = ("CAP_SYS_ADMIN", "CAP_SETUID", "CAP_SETGID", "CAP_SETPCAP", "CAP_KILL")
+DEFAULT_PRELOAD = ("numpy",)  # what a zygote imports by default (course.yml's `preload` for grading)
+ZYGOTE_START_TIMEOUT = 120.0  # importing torch on a loaded machine
 SANDBOX_WORKER = "/sandbox/worker.py"
 MARKER_VAR = "AUTOGRADER_SANDBOX_ID"  # per-sandbox environment marker, used to find stray processes
 MAX_TEXT = 4096  # cap on error messages and tracebacks from the child
@@ -286,9 +296,11 @@ def _child_path() -> list[str]:
 
 
 def _bwrap_command(workdir: Path, worker_source: bytes, tmp_bytes: int,
-                   with_seccomp: bool) -> tuple[list[str], tuple[int, ...]]:
+                   with_seccomp: bool, zygote: bool = False) -> tuple[list[str], tuple[int, ...]]:
     """bwrap [+ setpriv] command prefix: an allow-list filesystem, no network, drop to nobody.
 
+    For a zygote (root only), `workdir` appears at SANDBOX_HOME instead, and the zygote keeps uid 0 with only the
+    capabilities it needs to give each student a fresh mount namespace and then drop to nobody (ZYGOTE_CAPS).
     Also returns the file descriptors bwrap reads (the worker's source, the seccomp filter): pass them to one
     child (bwrap reads them to the end), then close them."""
     worker_fd = _data_fd(worker_source)  # becomes a read-only /sandbox/worker.py (--ro-bind-data)
@@ -329,6 +341,11 @@ def _bwrap_command(workdir: Path, worker_source: bytes, tmp_bytes: int,
     for d in _python_dirs():
         argv += parents(d) + ["--ro-bind", d, d]
     argv += parents(SANDBOX_WORKER) + ["--perms", "0444", "--ro-bind-data", str(worker_fd), SANDBOX_WORKER]
+    if zygote:
+        argv += parents(SANDBOX_HOME) + ["--bind", str(workdir), SANDBOX_HOME, "--chdir", "/"]
+        for cap in ZYGOTE_CAPS:
+            argv += ["--cap-add", cap]
+        return argv + ["--"], fds
     argv += parents(SANDBOX_WORKDIR) + ["--bind", str(workdir), SANDBOX_WORKDIR, "--chdir", SANDBOX_WORKDIR]
     if os.geteuid() == 0:
         argv += ["--", _tool("setpriv"), f"--reuid={NOBODY}", f"--regid={NOBODY}",
@@ -346,19 +363,25 @@ except (OSError, AttributeError):  # not Linux
     _prctl = None
 
 
-def _preexec(limits: SandboxLimits):
-    """Runs in the forked child before exec: rlimits (inherited by bwrap, setpriv, python, descendants)."""
+def _rlimits(limits: SandboxLimits) -> list[tuple[int, int]]:
+    """(resource, value) pairs for the student process, never above this process's own hard limits."""
     mb = 2**20
     wanted = [(resource.RLIMIT_AS, limits.memory_mb * mb), (resource.RLIMIT_CPU, limits.cpu_seconds),
               (resource.RLIMIT_FSIZE, limits.file_bytes), (resource.RLIMIT_NOFILE, limits.open_files),
               (resource.RLIMIT_NPROC, limits.processes), (resource.RLIMIT_CORE, 0)]
-    # Soft = hard, so student code cannot raise them (and cannot catch SIGXCPU to go on).
     capped = []
     for res, value in wanted:
         hard = resource.getrlimit(res)[1]
         if hard != resource.RLIM_INFINITY:
             value = min(value, hard)
         capped.append((res, value))
+    return capped
+
+
+def _preexec(limits: SandboxLimits | None):
+    """Runs in the forked child before exec: rlimits (inherited by bwrap, setpriv, python, descendants), soft =
+    hard, so student code cannot raise them (and cannot catch SIGXCPU to go on); and death with the grader."""
+    capped = _rlimits(limits) if limits is not None else []
 
     def setup():
         for res, value in capped:
@@ -454,6 +477,8 @@ class _OutputPipe:
 
 class _Child:
     """One student process: its pipes, its handles' generation, and how to kill everything it started."""
+
+    warm = False  # forked by a zygote (_WarmChild) rather than started with bwrap/python
 
     def __init__(self, argv: list[str], extra_fds: tuple[int, ...], config: dict, env: dict[str, str], cwd: str,
                  limits: SandboxLimits, level: str, marker: str, generation: int, output: _Output):
@@ -609,7 +634,7 @@ class _Child:
 
     def _describe(self, code: int) -> str:
         sig = -code if code < 0 else None
-        if sig is None and self.level == "bubblewrap" and 128 < code < 128 + signal.NSIG:
+        if sig is None and self.level == "bubblewrap" and not self.warm and 128 < code < 128 + signal.NSIG:
             sig = code - 128  # bwrap reports a signalled child as 128 + signal
         how = f"killed by signal {_signal_name(sig)}" if sig else f"exited with status {code}"
         limits = self.limits
@@ -651,6 +676,269 @@ class _Child:
                 os.close(fd)
         self.req_w = self.rep_r = self.pidfd = -1
         self.out.close()
+
+
+# ------------------------------------------------------------------------------------------------ zygotes
+class _Zygote:
+    """A warm parent in its own sandbox that has imported the course's libraries (never student code, references
+    or graders) and forks a fresh student process per request; see sandbox_worker.py's zygote section.
+
+    Under bubblewrap, one zygote's scratch folder (shown at SANDBOX_HOME) holds one student's work folder at a
+    time, so a zygote is leased to one Sandbox at a time (_lease_zygote). It starts from a long-lived thread
+    (_STARTER): bwrap's --die-with-parent is tied to the thread that started it.
+    """
+
+    def __init__(self, level: str, preload: tuple[str, ...], env: dict[str, str]):
+        self.level = level
+        self.preload = preload
+        self.key = _zygote_key(level, preload, env)
+        self.scratch = Path(tempfile.mkdtemp(prefix="agsb-zygote-"))
+        home = "/tmp" if level == "bubblewrap" else str(self.scratch)
+        env = dict(env, HOME=home, TMPDIR=home)
+        self.log = _Output(65536)
+        self.lock = threading.Lock()
+        config = {"prefix": sys.prefix, "exec_prefix": sys.exec_prefix, "path": _child_path(),
+                  "preload": list(preload)}
+        self.control, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        out_r, out_w = os.pipe()
+        fds: tuple[int, ...] = ()
+        try:
+            if level == "bubblewrap":
+                os.chmod(self.scratch, 0o755)  # nobody must reach the work folder inside
+                argv, fds = _bwrap_command(self.scratch, WORKER_SOURCE, 2**26, _bwrap_setup()[1], zygote=True)
+                argv += [sys.executable, "-I", "-S", SANDBOX_WORKER]
+            else:
+                worker = self.scratch / "worker.py"
+                worker.write_bytes(WORKER_SOURCE)
+                worker.chmod(0o444)
+                argv = [sys.executable, "-I", "-S", str(worker)]
+            argv += ["--zygote", str(theirs.fileno()), marshal.dumps(config).hex()]
+            self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out_w, stderr=out_w,
+                                         pass_fds=(theirs.fileno(), *fds), close_fds=True, cwd="/", env=env,
+                                         start_new_session=True, preexec_fn=_preexec(None))
+        except BaseException:
+            os.close(out_r)
+            self.control.close()
+            shutil.rmtree(self.scratch, ignore_errors=True)
+            raise
+        finally:
+            for fd in (out_w, theirs.fileno(), *fds):
+                os.close(fd)
+            theirs.detach()
+        self.out = _OutputPipe(out_r, self.log)
+        try:
+            if self._line(ZYGOTE_START_TIMEOUT) != b"ready":
+                raise RuntimeError("it did not greet")
+            self.host_pid = self.proc.pid  # the zygote's python, as this machine numbers it
+            if level == "bubblewrap":  # bwrap -> its pid-1 reaper -> the zygote
+                for _ in range(2):
+                    self.host_pid = (_children(self.host_pid) or [-1])[0]
+        except Exception as exc:
+            self.close()
+            raise RuntimeError(f"the zygote did not start ({exc}); its output: {self.log.text()[-1500:]!r}") from None
+
+    def _line(self, timeout: float) -> bytes:
+        self.control.settimeout(timeout)
+        data = b""
+        while not data.endswith(b"\n"):
+            chunk = self.control.recv(64)
+            if not chunk:
+                raise RuntimeError(f"it ended ({self.proc.poll()})")
+            data += chunk
+        return data.strip()
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def fork(self, request: dict, fds: list[int]) -> int:
+        """Asks for a student process with these pipes (request, reply, output, status, kill); returns a pidfd
+        of its keeper (-1 if it cannot be found), which becomes readable when everything of the student is gone."""
+        with self.lock:
+            socket.send_fds(self.control, [marshal.dumps(request)], fds)
+            inner = int(self._line(30.0))  # the keeper's pid in the zygote's pid namespace
+            for pid in _children(self.host_pid):
+                try:
+                    with open(f"/proc/{pid}/status") as f:
+                        nspid = next((line.split()[1:] for line in f if line.startswith("NSpid:")), [])
+                    if nspid and int(nspid[-1]) == inner:
+                        return os.pidfd_open(pid)
+                except (OSError, ValueError):
+                    continue
+            return -1
+
+    def close(self) -> None:
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError, AttributeError):
+            pass
+        if hasattr(self, "proc"):
+            self.proc.wait()
+        self.control.close()
+        if hasattr(self, "out"):
+            self.out.close()
+        shutil.rmtree(self.scratch, ignore_errors=True)
+
+
+_STARTER = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="zygote-starter")
+_idle_zygotes: dict[tuple, list[_Zygote]] = {}
+_all_zygotes: list[_Zygote] = []
+_zygote_lock = threading.Lock()
+_zygote_trouble: str | None = None  # why warm starts are off in this process, once a zygote failed to start
+
+
+def warm_available(level: str) -> bool:
+    """Whether sandboxes here fork from a zygote: Linux with pidfds, and bubblewrap as root or the process level.
+    AUTOGRADER_WARM=0 turns it off (each student process then starts from scratch)."""
+    if os.environ.get("AUTOGRADER_WARM", "1").strip() == "0" or _zygote_trouble is not None:
+        return False
+    if not sys.platform.startswith("linux") or not hasattr(os, "pidfd_open") or not hasattr(socket, "send_fds"):
+        return False
+    return level == "process" or (level == "bubblewrap" and os.geteuid() == 0)
+
+
+def _zygote_key(level: str, preload: tuple[str, ...], env: dict[str, str]) -> tuple:
+    return level, preload, tuple(sorted(env.items()))
+
+
+def _lease_zygote(level: str, preload: tuple[str, ...], env: dict[str, str]) -> _Zygote:
+    key = _zygote_key(level, preload, env)
+    with _zygote_lock:
+        idle = _idle_zygotes.setdefault(key, [])
+        while idle:
+            zygote = idle.pop()
+            if zygote.alive():
+                return zygote
+            zygote.close()
+    zygote = _STARTER.submit(_Zygote, level, preload, env).result()
+    with _zygote_lock:
+        _all_zygotes.append(zygote)
+    return zygote
+
+
+def _return_zygote(zygote: _Zygote) -> None:
+    with _zygote_lock:
+        _idle_zygotes.setdefault(zygote.key, []).append(zygote)
+
+
+@atexit.register
+def _close_zygotes() -> None:
+    for zygote in _all_zygotes:
+        zygote.close()
+
+
+class _WarmChild(_Child):
+    """A student process forked by a zygote. Its keeper reports how it ended on the status pipe (which also
+    serves as its pidfd in _wait) and kills it, and everything it started, when the kill pipe closes."""
+
+    warm = True
+
+    def __init__(self, zygote: _Zygote, request: dict, limits: SandboxLimits, level: str, generation: int,
+                 output: _Output):
+        self.limits, self.level, self.marker = limits, level, ""
+        self.generation, self.output = generation, output
+        self.dead: str | None = None
+        self.rusage = None
+        self.worker_pid = -1
+        self.op_cpu = self.op_start = 0.0
+        self.proc = _KeptProcess()
+        req_r, self.req_w = os.pipe()
+        self.rep_r, rep_w = os.pipe()
+        out_r, out_w = os.pipe()
+        self.status_r, status_w = os.pipe()
+        kill_r, self.kill_w = os.pipe()
+        theirs = [req_r, rep_w, out_w, status_w, kill_r]
+        try:
+            self.keeper = zygote.fork(request, theirs)
+        except BaseException:
+            for fd in (self.req_w, self.rep_r, out_r, self.status_r, self.kill_w):
+                os.close(fd)
+            raise
+        finally:
+            for fd in theirs:
+                os.close(fd)
+        os.set_blocking(self.req_w, False)
+        os.set_blocking(self.rep_r, False)
+        os.set_blocking(self.status_r, False)
+        self.out = _OutputPipe(out_r, output)
+        self.pidfd = self.status_r  # readable once the student process has ended
+        self._status = b""
+
+    def await_greeting(self, timeout: float) -> None:
+        reply, _ = self._read_frame(time.monotonic() + timeout)
+        if reply.get("status") != "ready" or reply.get("id") != 0:
+            raise _Garbage("the worker did not greet")
+
+    def _reap(self, timeout: float) -> int | None:
+        """Reads the keeper's report: `exit STATUS UTIME STIME MAXRSS` (or `error ...` if it could not start)."""
+        if self.proc.returncode is not None:
+            return self.proc.returncode
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self._status:
+            try:
+                chunk = os.read(self.status_r, 4096)
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    return None
+                select.select([self.status_r], [], [], max(0.0, deadline - time.monotonic()))
+                continue
+            if not chunk:
+                break
+            self._status += chunk[:4096]
+        words = self._status.split(b"\n")[0].decode(errors="replace").split()
+        try:
+            status, utime, stime, maxrss = int(words[1]), float(words[2]), float(words[3]), int(words[4])
+            assert words[0] == "exit"
+        except (AssertionError, IndexError, ValueError):
+            self.dead = self.dead or ("could not start: " + " ".join(words[1:])[:500] if words[:1] == ["error"]
+                                      else "its keeper ended without a report")
+            self.proc.returncode = -int(signal.SIGKILL)
+            return self.proc.returncode
+        self.proc.returncode = os.waitstatus_to_exitcode(status)
+        self.rusage = _Usage(utime, stime, maxrss)
+        return self.proc.returncode
+
+    def kill(self) -> None:
+        if self.req_w < 0:
+            return
+        if self.proc.returncode is None and self.dead is None:
+            self.dead = "killed by the grader"
+        os.close(self.kill_w)  # the keeper kills the student and all it started, then reports
+        self._reap(timeout=5.0)
+        self._drain_status(timeout=5.0)
+        if self.keeper >= 0:  # and it exits right after: wait for that too, so that nothing is left at all
+            select.select([self.keeper], [], [], 5.0)
+            os.close(self.keeper)
+        for fd in (self.req_w, self.rep_r, self.status_r):
+            os.close(fd)
+        self.req_w = self.rep_r = self.status_r = self.pidfd = self.kill_w = self.keeper = -1
+        self.out.close()
+
+    def _drain_status(self, timeout: float) -> None:
+        """Waits for the status pipe's end of file: the keeper has killed everything and exited."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if not os.read(self.status_r, 4096):
+                    return
+            except BlockingIOError:
+                select.select([self.status_r], [], [], max(0.0, deadline - time.monotonic()))
+
+
+@dataclass
+class _KeptProcess:
+    """Stands in for a Popen: the zygote's keeper, not this process, is the student process's parent."""
+    returncode: int | None = None
+    pid: int = -1
+
+    def poll(self) -> int | None:
+        return self.returncode
+
+
+@dataclass
+class _Usage:
+    ru_utime: float
+    ru_stime: float
+    ru_maxrss: int
 
 
 def _children(pid: int) -> list[int]:
@@ -858,11 +1146,19 @@ class _Resources:
     def __init__(self):
         self.child: _Child | None = None
         self.private_dir: str | None = None
+        self.zygote: _Zygote | None = None  # leased for this sandbox's life
+        self.moved: tuple[Path, Path] | None = None  # (the caller's work folder, where it is meanwhile)
 
     def close(self) -> None:
         if self.child is not None:
             self.child.kill()
             self.child = None
+        if self.moved is not None:  # every student process is gone: give the folder back
+            _move_tree(self.moved[1], self.moved[0])
+            self.moved = None
+        if self.zygote is not None:
+            _return_zygote(self.zygote)
+            self.zygote = None
         if self.private_dir is not None:
             shutil.rmtree(self.private_dir, ignore_errors=True)
             self.private_dir = None
@@ -872,12 +1168,18 @@ class Sandbox:
     """Student code loaded into a child process; `call` runs one of its functions."""
 
     def __init__(self, workdir: Path, units: list[LoadUnit], limits: SandboxLimits | None = None,
-                 env: dict[str, str] | None = None):
+                 env: dict[str, str] | None = None, preload: tuple[str, ...] = DEFAULT_PRELOAD,
+                 warm: bool | None = None):
+        """`preload`: libraries a zygote imports once for all students (with `warm`, the default where
+        warm_available(): student processes are forked from it instead of started from scratch)."""
         self.workdir = Path(workdir).resolve()
         self.units = list(units)
         self.limits = limits or SandboxLimits()
         self.extra_env = dict(env or {})
         self.isolation = isolation_level()
+        self.preload = tuple(preload)
+        self.warm = warm_available(self.isolation) if warm is None else (warm and warm_available(self.isolation))
+        self.student_seconds = 0.0  # wall time spent waiting for student code (loading units and calls)
         self.restarts = 0
         self._reports: dict[int, dict] = {}
         self._skip: set[int] = set()
@@ -925,7 +1227,10 @@ class Sandbox:
         """Kills every process of the sandbox and removes its private files."""
         with self._lock:
             self._open = False
+            moved = self._res.moved
             self._res.close()
+            if moved is not None:
+                self.workdir = moved[0]
 
     def call(self, name: str, *args: Any, **kwargs: Any) -> Any:
         """Calls the student's function `name`; plain results come back as data, the rest as Handles."""
@@ -941,6 +1246,7 @@ class Sandbox:
                        "kwargs": [[k, _encode_arg(v, buffers, self._identity, child.generation)]
                                   for k, v in kwargs.items()]}
             what = f"{name}()"
+            started = time.monotonic()
             try:
                 reply, payload = child.request(request, buffers, self.limits.call_timeout)
             except _TimedOut:
@@ -955,6 +1261,8 @@ class Sandbox:
             except BaseException:  # interrupted mid-request (e.g. a signal): its reply would be out of step
                 self._discard_child()
                 raise
+            finally:
+                self.student_seconds += time.monotonic() - started
             status = reply.get("status")
             if status == "ok" and "value" in reply:
                 try:
@@ -985,7 +1293,24 @@ class Sandbox:
     def _prepare(self) -> None:
         if not self.workdir.is_dir():
             raise FileNotFoundError(f"work folder {self.workdir} does not exist")
+        venv_bin = os.path.join(sys.prefix, "bin")
+        base_env = {"PATH": f"{venv_bin}:/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "MPLBACKEND": "Agg",
+                    "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "AUTOGRADER": "1"}
+        if self.warm:
+            global _zygote_trouble
+            try:
+                self._res.zygote = _lease_zygote(self.isolation, self.preload, base_env)
+            except RuntimeError as exc:  # e.g. a container that refuses the zygote's capabilities
+                _zygote_trouble = str(exc)
+                warnings.warn(f"warm sandboxes are off in this process: {exc}", RuntimeWarning, stacklevel=2)
+                self.warm = False
         if self.isolation == "bubblewrap":
+            if self.warm:
+                # The zygote shows its scratch folder at SANDBOX_HOME: the work folder goes there meanwhile.
+                inside = self._res.zygote.scratch / "work"
+                _move_tree(self.workdir, inside)
+                self._res.moved = (self.workdir, inside)
+                self.workdir = inside
             if os.geteuid() == 0:
                 _chown_tree(self.workdir, NOBODY, NOBODY)  # the student runs as nobody and writes here
             self._cwd = "/"  # bwrap --chdir takes the student to SANDBOX_WORKDIR
@@ -1008,12 +1333,25 @@ class Sandbox:
         # python -S: the worker takes the import path from here (see sandbox_worker._setup_paths).
         self._config = {"prefix": sys.prefix, "exec_prefix": sys.exec_prefix, "path": _child_path(),
                         "reply_limit": self.limits.reply_bytes}
-        venv_bin = os.path.join(sys.prefix, "bin")
-        self._env = {"PATH": f"{venv_bin}:/usr/local/bin:/usr/bin:/bin", "HOME": home, "TMPDIR": tmp,
-                     "LANG": "C.UTF-8", "MPLBACKEND": "Agg", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-                     "OPENBLAS_NUM_THREADS": "1", "AUTOGRADER": "1", **self.extra_env, MARKER_VAR: self._marker}
+        self._env = {**base_env, "HOME": home, "TMPDIR": tmp, **self.extra_env, MARKER_VAR: self._marker}
 
     def _new_child(self) -> _Child:
+        if self.warm:
+            zygote = self._res.zygote
+            if not zygote.alive():  # it should not end (no student code runs in it): start another
+                zygote = _lease_zygote(zygote.level, zygote.preload, {k: v for k, v in zygote.key[2]})
+                if self._res.moved is not None:
+                    inside = zygote.scratch / "work"
+                    _move_tree(self.workdir, inside)
+                    self._res.moved = (self._res.moved[0], inside)
+                    self.workdir = inside
+                self._res.zygote.close()
+                self._res.zygote = zygote
+            bubblewrap = self.isolation == "bubblewrap"
+            request = {"rlimits": _rlimits(self.limits), "uid": NOBODY if bubblewrap and os.geteuid() == 0 else None,
+                       "cwd": self._workdir_inside, "env": self._env, "reply_limit": self.limits.reply_bytes,
+                       "namespaces": bubblewrap, "tmp_bytes": 4 * self.limits.file_bytes}
+            return _WarmChild(zygote, request, self.limits, self.isolation, self._generation, self._output)
         if self.isolation != "bubblewrap":
             return _Child(self._process_argv, (), self._config, self._env, self._cwd, self.limits, self.isolation,
                           self._marker, self._generation, self._output)
@@ -1063,6 +1401,7 @@ class Sandbox:
                 request = {"op": "load", "source": unit.source, "filename": self._unit_filename(unit),
                            "kind": unit.kind}
                 failure = None
+                started = time.monotonic()
                 try:
                     reply, _ = child.request(request, [], self.limits.unit_timeout)
                 except _TimedOut:
@@ -1074,6 +1413,8 @@ class Sandbox:
                 except BaseException:  # e.g. KeyboardInterrupt: never keep a half-loaded child
                     self._discard_child()
                     raise
+                finally:
+                    self.student_seconds += time.monotonic() - started
                 if failure is not None:
                     self._skip.add(i)
                     self._report(i, unit, failure, "")
@@ -1107,6 +1448,17 @@ class Sandbox:
 
     def __repr__(self) -> str:
         return f"<Sandbox {self.workdir} isolation={self.isolation} restarts={self.restarts}>"
+
+
+def _move_tree(source: Path, dest: Path) -> None:
+    """Renames a folder, or copies it (symlinks as links) and removes the original across file systems."""
+    try:
+        os.rename(source, dest)
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+        shutil.copytree(source, dest, symlinks=True)
+        shutil.rmtree(source)
 
 
 def _chown_tree(root: Path, uid: int, gid: int) -> None:

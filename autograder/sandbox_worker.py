@@ -362,7 +362,211 @@ def _setup_paths(config):
     site.sethelper()
 
 
+# ------------------------------------------------------------------------------------------------ zygote
+# A warm parent: `python -I -S worker.py --zygote CONTROL_FD CONFIG` imports the course's libraries (numpy, torch,
+# matplotlib: never student code, references or graders) once, then forks a fresh student process per request:
+#
+#   zygote (pays the imports once) --fork--> keeper --fork--> student worker (serves the requests above)
+#
+# The keeper gives the student a world of its own and cleans up after it. It becomes a child subreaper, so every
+# process the student starts (double forks and setsid daemons included) stays its descendant; under bubblewrap it
+# also enters a new mount and IPC namespace with a fresh /tmp and /dev/shm, so files and shared memory die with it.
+# The student worker then drops to nobody with no capabilities and sets its rlimits. When the worker ends, or the
+# grader closes the kill pipe, the keeper kills every descendant, reports the worker's exit status and rusage on
+# the status pipe, and exits; the status pipe's end of file tells the grader that nothing of the student is left.
+# The keeper and zygote run as root without most capabilities under bubblewrap: the student (uid 65534) cannot
+# signal, trace or write to them, and never receives the zygote's control socket.
+
+_PR_SET_PDEATHSIG, _PR_SET_DUMPABLE, _PR_CAPBSET_DROP = 1, 4, 24
+_PR_SET_NO_NEW_PRIVS, _PR_SET_CHILD_SUBREAPER, _PR_CAP_AMBIENT = 38, 36, 47
+_CLONE_NEWNS, _CLONE_NEWIPC = 0x00020000, 0x08000000
+_MS_NOSUID, _MS_NODEV, _MS_REC, _MS_PRIVATE = 2, 4, 16384, 1 << 18
+
+
+def _libc():
+    import ctypes
+
+    return ctypes.CDLL(None, use_errno=True)
+
+
+def _check(result, what):
+    if result != 0:
+        import ctypes
+
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+
+
+def _children_of_self():
+    pid = os.getpid()
+    found = []
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                found += [int(p) for p in f.read().split()]
+    except (OSError, ValueError):
+        pass
+    return found
+
+
+def _kill_descendants():
+    """SIGKILLs and reaps every descendant (all are our children: we are their subreaper) until none is left."""
+    import signal
+
+    while True:
+        children = _children_of_self()
+        for pid in children:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        try:
+            while os.waitpid(-1, os.WNOHANG)[0] > 0:
+                pass
+        except ChildProcessError:
+            if not children:
+                return
+        if not children:
+            try:
+                os.waitpid(-1, 0)  # a child we could not see yet
+            except ChildProcessError:
+                return
+
+
+def _private_mounts(libc, tmp_bytes):
+    """A mount and IPC namespace of the keeper's own: new, empty /tmp and /dev/shm, gone with the student."""
+    _check(libc.unshare(_CLONE_NEWNS | _CLONE_NEWIPC), "unshare")
+    _check(libc.mount(b"none", b"/", None, _MS_REC | _MS_PRIVATE, None), "mount --make-rprivate /")
+    for path, size in ((b"/tmp", tmp_bytes), (b"/dev/shm", max(tmp_bytes // 4, 1 << 20))):
+        options = b"mode=1777,size=%d" % size
+        _check(libc.mount(b"tmpfs", path, b"tmpfs", _MS_NOSUID | _MS_NODEV, options), f"mount {path!r}")
+
+
+def _drop_privileges(libc, uid):
+    """Become uid (and its group) with no capabilities, none to regain (bounding set, ambient, no_new_privs)."""
+    for cap in range(64):
+        if libc.prctl(_PR_CAPBSET_DROP, cap, 0, 0, 0) != 0:
+            break  # EINVAL past the last capability this kernel knows
+    libc.prctl(_PR_CAP_AMBIENT, 4, 0, 0, 0)  # PR_CAP_AMBIENT_CLEAR_ALL
+    os.setgroups([])
+    os.setresgid(uid, uid, uid)
+    os.setresuid(uid, uid, uid)  # leaving uid 0 clears the permitted and effective capabilities
+    _check(libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
+    libc.prctl(_PR_SET_DUMPABLE, 1, 0, 0, 0)  # as after an exec: the student may read its own /proc entries
+
+
+def _run_student(req, fds, libc):
+    """In the student process: fds, limits, identity, environment, then serve the grader's requests."""
+    import resource
+    import signal
+
+    request_fd, reply_fd, out_fd = fds
+    os.setsid()
+    os.dup2(out_fd, 1)
+    os.dup2(out_fd, 2)
+    os.dup2(request_fd, 3)
+    os.dup2(reply_fd, 4)
+    os.closerange(5, 1 << 16)
+    libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)  # die with the keeper
+    for res, value in req["rlimits"]:
+        resource.setrlimit(res, (value, value))  # soft = hard: student code cannot raise them
+    if req["uid"] is not None:
+        _drop_privileges(libc, req["uid"])
+    os.chdir(req["cwd"])
+    os.environ.clear()
+    os.environ.update(req["env"])
+    sys.path[0] = req["cwd"]
+    sys.argv[1:] = ["3", "4"]  # as a worker started from scratch: the request and reply fds
+    Worker(3, 4, req["reply_limit"]).serve()  # sys.stdout and sys.stderr write to fds 1 and 2: now the student's
+
+
+def _keeper(req, fds, libc):
+    """Between the zygote and one student process: see the comment above."""
+    import select
+    import signal
+
+    request_fd, reply_fd, out_fd, status_fd, kill_fd = fds
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # the zygote ignores it; we wait for our children
+    libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    if req["namespaces"]:
+        _private_mounts(libc, req["tmp_bytes"])
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(status_fd)
+            os.close(kill_fd)
+            _run_student(req, (request_fd, reply_fd, out_fd), libc)
+        finally:
+            os._exit(70)
+    for fd in (request_fd, reply_fd, out_fd):
+        os.close(fd)
+    poller = select.poll()
+    poller.register(kill_fd, select.POLLIN)
+    worker_fd = os.pidfd_open(pid)
+    poller.register(worker_fd, select.POLLIN)
+    status = None
+    while status is None:
+        events = dict(poller.poll())
+        if kill_fd in events:  # the grader wants it gone (or the grader is gone)
+            os.kill(pid, signal.SIGKILL)
+        done, wait_status, usage = os.wait4(pid, os.WNOHANG)
+        if done:
+            status = (wait_status, usage.ru_utime, usage.ru_stime, usage.ru_maxrss)
+    _kill_descendants()
+    os.write(status_fd, ("exit %d %r %r %d\n" % status).encode())
+    os._exit(0)  # closing the status pipe: the student's processes are all gone
+
+
+def zygote(control_fd, config):
+    import socket
+    import signal
+
+    _setup_paths(config)
+    for name in config["preload"]:
+        try:
+            __import__(name)
+        except BaseException as exc:  # a course without torch, say: its students import what they need
+            print(f"zygote: could not preload {name}: {type(exc).__name__}: {exc}", file=sys.stderr)
+    import resource  # noqa: F401  (used after fork: import it before)
+
+    libc = _libc()
+    control = socket.socket(fileno=control_fd)
+    control.sendall(b"ready\n")
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the kernel reaps finished keepers: no zombies
+    while True:
+        try:
+            message, fds, _, _ = socket.recv_fds(control, 1 << 20, 8)
+        except OSError:
+            os._exit(0)
+        if not message:
+            os._exit(0)  # the grader is gone
+        req = marshal.loads(message)  # from the trusted grader
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()  # or a child would print our buffered text as its own
+        pid = os.fork()
+        if pid == 0:
+            try:
+                control.close()  # never in a student's reach
+                _keeper(req, fds, libc)
+            except BaseException as exc:
+                try:
+                    os.write(fds[3], f"error {type(exc).__name__}: {exc}\n".encode())
+                except BaseException:
+                    pass
+            finally:
+                os._exit(70)
+        for fd in fds:
+            os.close(fd)
+        control.sendall(b"%d\n" % pid)
+
+
 def main():
+    if sys.argv[1] == "--zygote":
+        config = marshal.loads(bytes.fromhex(sys.argv[3]))
+        try:
+            zygote(int(sys.argv[2]), config)
+        finally:
+            os._exit(70)
     request_fd, reply_fd = int(sys.argv[1]), int(sys.argv[2])
     config = marshal.loads(bytes.fromhex(sys.argv[3]))
     _setup_paths(config)

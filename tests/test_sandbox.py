@@ -27,6 +27,8 @@ pytestmark = pytest.mark.timeout(60)
 
 HAVE_BWRAP = sandbox._bwrap_problem() is None
 LEVELS = ["process"] + (["bubblewrap"] if HAVE_BWRAP else [])
+# Each level twice: student processes forked from a warm zygote (the default where available) and started cold.
+MODES = [f"{level}-{start}" for level in LEVELS for start in ("warm", "cold")]
 needs_bwrap = pytest.mark.skipif(not HAVE_BWRAP, reason=f"bubblewrap unavailable: {sandbox._bwrap_problem()}")
 AS_ROOT = os.geteuid() == 0
 
@@ -52,6 +54,21 @@ def _marked(marker: str) -> list[int]:
                         pids.append(int(name))
             except OSError:
                 pass
+    return pids + _zygote_students()
+
+
+def _zygote_students() -> list[int]:
+    """Live processes forked by this process's zygotes (keepers and student processes): a forked process keeps
+    the zygote's initial environment, so the marker cannot find them."""
+    pids = []
+    for zygote in sandbox._all_zygotes:
+        if zygote.proc.poll() is not None:
+            continue
+        top = zygote.proc.pid
+        if zygote.level == "bubblewrap":  # bwrap -> its pid-1 reaper -> the zygote
+            for _ in range(2):
+                top = (sandbox._children(top) or [-1])[0]
+        pids += [pid for pid in sandbox._descendants(top) if _alive(pid)] if top > 0 else []
     return pids
 
 
@@ -70,10 +87,14 @@ def _nobody_tasks() -> int:
     return total
 
 
-@pytest.fixture(params=LEVELS)
+@pytest.fixture(params=MODES)
 def level(request, monkeypatch):
-    monkeypatch.setenv("AUTOGRADER_ISOLATION", request.param)
-    return request.param
+    level, start = request.param.split("-")
+    monkeypatch.setenv("AUTOGRADER_ISOLATION", level)
+    monkeypatch.setenv("AUTOGRADER_WARM", "1" if start == "warm" else "0")
+    if start == "warm" and not sandbox.warm_available(level):
+        pytest.skip(f"no warm start at the {level} level here")
+    return level
 
 
 @pytest.fixture
@@ -100,6 +121,7 @@ def open_sandbox(tmp_path, level, marker):
         opened.append(sb)
         sb.__enter__()
         assert sb.isolation == level
+        assert sb.warm == (os.environ["AUTOGRADER_WARM"] == "1")
         return sb
 
     yield _open
@@ -585,8 +607,10 @@ def test_environment_and_working_directory(open_sandbox, level):
 
 # ----------------------------------------------------------------------------------------- bubblewrap only
 @needs_bwrap
-def test_bubblewrap_hides_the_machine(tmp_path, monkeypatch, marker):
+@pytest.mark.parametrize("warm", ["1", "0"], ids=["warm", "cold"])
+def test_bubblewrap_hides_the_machine(tmp_path, monkeypatch, marker, warm):
     monkeypatch.setenv("AUTOGRADER_ISOLATION", "bubblewrap")
+    monkeypatch.setenv("AUTOGRADER_WARM", warm)
     repo = Path(sandbox.__file__).resolve().parent.parent
     other = tmp_path / "other_student"
     other.mkdir()
@@ -715,3 +739,66 @@ def test_torch_works_inside_bubblewrap(tmp_path, monkeypatch):
     with Sandbox(tmp_path, [LoadUnit("nb.ipynb", 0, source, "cell")], SandboxLimits(call_timeout=30)) as sb:
         assert sb.load_report == []
         assert np.array_equal(sb.call("grad", np.array([1.0, -2.0])), [2.0, -4.0])
+
+
+# ------------------------------------------------------------------------------------------ warm starts
+@pytest.mark.parametrize("level", [lv for lv in LEVELS if sandbox.warm_available(lv)])
+def test_students_forked_from_one_zygote_leave_nothing_for_each_other(tmp_path, monkeypatch, level):
+    """One zygote serves students one after another: each gets a fresh process; files in /tmp and /dev/shm, a
+    patched library, leftover processes and the zygote's own control socket are out of the next one's reach."""
+    monkeypatch.setenv("AUTOGRADER_ISOLATION", level)
+    monkeypatch.setenv("AUTOGRADER_WARM", "1")
+    first = textwrap.dedent("""
+        import os, tempfile, numpy as np
+        def leave_things():
+            for folder in FOLDERS:
+                try:
+                    with open(os.path.join(folder, "left_behind"), "w") as f:
+                        f.write("secret")
+                except OSError:
+                    pass
+            np.linalg.norm = lambda *a, **k: 0.0
+            if os.fork() == 0:  # a daemon that would like to outlive this student
+                os.setsid()
+                import time
+                time.sleep(60)
+            return os.getpid()
+    """)
+    second = textwrap.dedent("""
+        import os, sys, signal, tempfile, numpy as np
+        def look_around():
+            found = [os.path.join(folder, name) for folder in FOLDERS
+                     if os.path.isdir(folder) for name in os.listdir(folder)]
+            others = []
+            for name in os.listdir("/proc"):
+                if name.isdigit() and int(name) != os.getpid():
+                    try:
+                        os.kill(int(name), 0)
+                        others.append(int(name))
+                    except OSError:
+                        pass
+            return (found, float(np.linalg.norm(np.ones(4))), sorted(os.listdir("/proc/self/fd")),
+                    "autograder" in sys.modules, os.getpid(), others)
+    """)
+    # The process level has no namespaces: the host's /dev/shm is shared, so only bubblewrap is tried there.
+    folders = "(tempfile.gettempdir(), '/dev/shm')" if level == "bubblewrap" else "(tempfile.gettempdir(),)"
+    first, second = (source + f"FOLDERS = {folders}\n" for source in (first, second))
+    pids = []
+    for i, source in enumerate([first, second]):
+        work = tmp_path / f"w{i}"
+        work.mkdir()
+        with Sandbox(work, [LoadUnit("nb.ipynb", 0, source, "cell")], SandboxLimits(call_timeout=10)) as sb:
+            assert sb.warm
+            if i == 0:
+                pids.append(sb.call("leave_things"))
+                zygote = sb._res.zygote
+            else:
+                assert sb._res.zygote is zygote  # the same warm parent served both
+                found, norm, fds, sees_grader, pid, others = sb.call("look_around")
+    assert found == []
+    assert norm == 2.0
+    assert fds == ["0", "1", "2", "3", "4", fds[-1]] and len(fds) == 6  # no zygote socket; the last is listdir's
+    assert not sees_grader
+    assert pid != pids[0]
+    if level == "bubblewrap" and AS_ROOT:
+        assert others == []  # as nobody it can signal no other process (it is alone: the daemon is dead)
