@@ -83,10 +83,15 @@ def build_class_command(spec: Path, dest: Path, assignment: str, course_file: Pa
 @click.option("--gradebook", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also record the scores in this nbgrader gradebook database (created if missing), for "
                    "formgrader and `nbgrader export`.")
+@click.option("--executor", type=click.Choice(["local", "dask"]), default="local", show_default=True,
+              help="Where submissions are graded: worker processes on this machine, or a Dask distributed cluster.")
+@click.option("--scheduler", default=None, metavar="ADDRESS",
+              help="With --executor dask: the Dask scheduler's address (e.g. tcp://10.0.0.5:8786), or 'local' "
+                   "for a cluster of --jobs processes on this machine. Each worker needs the kit installed.")
 @click.option("--assignment", default="vanishing_gradients", show_default=True, help="Assignment id in course.yml.")
 @course_option
 def grade(submissions: Path, out: Path, jobs: int, timeout: float | None, resume: bool, gradebook: Path | None,
-          assignment: str, course_file: Path):
+          executor: str, scheduler: str | None, assignment: str, course_file: Path):
     """Grade every student folder in SUBMISSIONS (flat, or nbgrader's <student>/<assignment>/ layout)."""
     from autograder.grade import GradeOptions, grade_batch
     from autograder.sandbox import isolation_level
@@ -98,13 +103,16 @@ def grade(submissions: Path, out: Path, jobs: int, timeout: float | None, resume
         raise click.ClickException(str(exc)) from None
     if out.resolve() == submissions.resolve() or submissions.resolve() in out.resolve().parents:
         raise click.ClickException("--out must not be inside SUBMISSIONS")
+    if (executor == "dask") != (scheduler is not None):
+        raise click.ClickException("--executor dask needs --scheduler ADDRESS (or --scheduler local), and "
+                                   "--scheduler needs --executor dask")
     isolation = isolation_level()
     if isolation != "bubblewrap":
         click.echo("warning: bubblewrap is not available here: student code runs as separate processes with "
                    "resource limits only (no filesystem or network isolation). Install bubblewrap for full isolation.",
                    err=True)
     options = GradeOptions(spec, out, timeout or spec.limits.timeout_seconds, isolation)
-    summary = grade_batch(submissions, options, jobs=jobs, resume=resume)
+    summary = grade_batch(submissions, options, jobs=jobs, resume=resume, scheduler=scheduler)
     click.echo(f"Graded {summary['students']} submissions of {spec.id} in {summary['wall_seconds']:.1f} s "
                f"(isolation: {isolation}); mean {summary['mean_score']} / {summary['max_score']:g}, "
                f"{summary['full_marks']} full marks, {summary['zero']} zero.")

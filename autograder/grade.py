@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import csv
+import dataclasses
 import json
 import math
 import multiprocessing
@@ -37,10 +38,14 @@ class GradeOptions:
 
 
 def write_atomic(path: Path, text: str) -> None:
+    write_atomic_bytes(path, text.encode("utf-8"))
+
+
+def write_atomic_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
     os.chmod(tmp, 0o644)  # mkstemp makes 0600; reports are for the course staff to read
     os.replace(tmp, path)
 
@@ -256,7 +261,10 @@ class Progress:
             self.bar.close()
 
 
-def grade_batch(submissions_dir: Path, options: GradeOptions, jobs: int = 1, resume: bool = False) -> dict:
+def grade_batch(submissions_dir: Path, options: GradeOptions, jobs: int = 1, resume: bool = False,
+                scheduler: str | None = None) -> dict:
+    """Grade every submission folder; `scheduler` (a Dask scheduler address, or "local") spreads the work over a
+    Dask cluster instead of `jobs` worker processes here."""
     from autograder.submission import find_submissions
 
     started = time.monotonic()
@@ -267,11 +275,36 @@ def grade_batch(submissions_dir: Path, options: GradeOptions, jobs: int = 1, res
     for sub in submissions:
         previous = already_graded(options.out, sub.student) if resume else None
         if previous is not None:
-            documents[sub.student] = previous
+            documents[sub.student] = _compact(previous)
         else:
             pending.append(sub)
     progress = Progress(len(pending))
-    # Workers are spawned fresh (no state inherited from this process) and each grades students one after another.
+
+    def finished(student: str, document: dict) -> None:
+        documents[student] = _compact(document)
+        progress.update(student, document)
+
+    if scheduler:
+        _grade_on_dask(pending, options, scheduler, jobs, finished)
+    else:
+        _grade_locally(pending, options, jobs, finished)
+    progress.close()
+    write_grades_csv(options.out, documents, options.assignment)
+    return write_summary(options.out, documents, options, time.monotonic() - started)
+
+
+# ------------------------------------------------------------------------------------------- executors
+def _compact(document: dict) -> dict:
+    """What the class-wide files (grades.csv, summary) need of a student's results: kept for every student while
+    a batch runs, so the grader's memory does not grow with each student's messages."""
+    return {"score": document["score"], "max_score": document["max_score"],
+            "tests": [{"name": t["name"], "status": t["status"], "score": t["score"], "tags": t.get("tags", [])}
+                      for t in document["tests"]]}
+
+
+def _grade_locally(pending: list, options: GradeOptions, jobs: int, finished) -> None:
+    """Worker processes on this machine, spawned fresh (no state inherited from this process); each grades
+    students one after another, with its own grader session and warm sandbox."""
     context = multiprocessing.get_context("spawn")
     remaining = {sub.student: sub for sub in pending}
     attempts = {sub.student: 0 for sub in pending}
@@ -288,18 +321,110 @@ def grade_batch(submissions_dir: Path, options: GradeOptions, jobs: int = 1, res
                         raise
                     except Exception:
                         document = crash_document(student, options, traceback.format_exc())
-                    documents[student] = document
                     remaining.pop(student, None)
-                    progress.update(student, document)
+                    finished(student, document)
             except concurrent.futures.process.BrokenProcessPool:
                 # A worker died (it should not: student code runs in its own sandbox). Retry who is left in a
                 # fresh pool; after two failed attempts a student gets an error result rather than stopping the batch.
                 for student in list(remaining):
                     attempts[student] += 1
                     if attempts[student] >= 2:
-                        documents[student] = crash_document(student, options, "the grading worker died twice")
-                        progress.update(student, documents[student])
+                        finished(student, crash_document(student, options, "the grading worker died twice"))
                         remaining.pop(student)
-    progress.close()
-    write_grades_csv(options.out, documents, options.assignment)
-    return write_summary(options.out, documents, options, time.monotonic() - started)
+
+
+def pack_folder(folder: Path) -> list[tuple[str, str, bytes]]:
+    """A student's folder as data, to send to another machine: (relative path, "dir"/"file"/"link", content);
+    symbolic links stay links (never followed), so a remote grader sees what a local one sees."""
+    entries = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        base = Path(dirpath)
+        for name in sorted(dirnames + filenames):
+            path = base / name
+            rel = str(path.relative_to(folder))
+            if path.is_symlink():
+                entries.append((rel, "link", os.readlink(path).encode()))
+            elif path.is_dir():
+                entries.append((rel, "dir", b""))
+            elif path.is_file():
+                entries.append((rel, "file", path.read_bytes()))
+    return entries
+
+
+def unpack_folder(entries: list[tuple[str, str, bytes]], dest: Path) -> None:
+    dest.mkdir(parents=True, exist_ok=True)
+    for rel, kind, data in entries:
+        path = dest / rel
+        if ".." in Path(rel).parts or Path(rel).is_absolute():
+            raise ValueError(f"refusing to unpack {rel!r} outside the folder")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if kind == "dir":
+            path.mkdir(exist_ok=True)
+        elif kind == "link":
+            os.symlink(data.decode(), path)
+        else:
+            path.write_bytes(data)
+
+
+def grade_remote(student: str, entries: list, inner: str, options: GradeOptions) -> dict[str, bytes]:
+    """Runs on a Dask worker: grades a student sent as data and returns their output files as data (the worker
+    needs the kit installed, not a file system shared with the instructor's machine)."""
+    with tempfile.TemporaryDirectory(prefix="vg-remote-") as scratch:
+        entry = Path(scratch) / "submissions" / student
+        unpack_folder(entries, entry)
+        out = Path(scratch) / "out"
+        from autograder.sandbox import isolation_level
+
+        here = dataclasses.replace(options, out=out, isolation=isolation_level())  # this worker's, not the client's
+        _grade_in_worker(student, str(entry / inner), here)
+        return {str(p.relative_to(out / student)): p.read_bytes()
+                for p in sorted((out / student).rglob("*")) if p.is_file()}
+
+
+def _write_remote_results(out_dir: Path, files: dict[str, bytes]) -> dict:
+    for name in sorted(files, key=lambda n: n == RESULTS_FILE):  # results.json last, as locally
+        if ".." in Path(name).parts or Path(name).is_absolute():
+            continue
+        write_atomic_bytes(out_dir / name, files[name])
+    return json.loads(files[RESULTS_FILE])
+
+
+def _grade_on_dask(pending: list, options: GradeOptions, scheduler: str, jobs: int, finished) -> None:
+    """Submissions spread over a Dask distributed cluster (`scheduler`: its address, or "local" for a LocalCluster
+    of `jobs` processes here). Each worker process keeps its own grader session and warm sandbox, as a local
+    worker does; at most a few submissions per worker are in flight, so memory stays flat for large classes."""
+    from distributed import Client, LocalCluster, as_completed
+
+    cluster = LocalCluster(n_workers=max(1, jobs), threads_per_worker=1, processes=True,
+                           dashboard_address=None) if scheduler == "local" else None
+    try:
+        with Client(cluster if cluster is not None else scheduler) as client:
+            workers = max(1, len(client.scheduler_info().get("workers", {})))
+            queue = list(pending)
+            running = as_completed()
+            students = {}
+
+            def submit_next():
+                sub = queue.pop(0)
+                entry = sub.folder if sub.folder.name == sub.student else sub.folder.parent
+                future = client.submit(grade_remote, sub.student, pack_folder(entry),
+                                       str(sub.folder.relative_to(entry)), options, pure=False,
+                                       key=f"grade-{sub.student}-{os.urandom(4).hex()}")
+                students[future.key] = sub.student
+                running.add(future)
+
+            for _ in range(min(len(queue), 4 * workers)):
+                submit_next()
+            for future in running:
+                student = students.pop(future.key)
+                try:
+                    document = _write_remote_results(options.out / student, future.result())
+                except Exception:  # a worker lost twice (KilledWorker), a broken result: an error result, go on
+                    document = crash_document(student, options, traceback.format_exc())
+                future.release()
+                finished(student, document)
+                if queue:
+                    submit_next()
+    finally:
+        if cluster is not None:
+            cluster.close()

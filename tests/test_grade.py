@@ -146,3 +146,34 @@ def test_misuse_exits_non_zero_with_a_message(tmp_path):
     bad.write_text((REPO_ROOT / "course.yml").read_text().replace("memory_mb: 2048", "memory_mb: lots"))
     result = run_grade(tmp_path / "subs", tmp_path / "out", "--course", str(bad))
     assert result.returncode == 1 and "assignments.0.limits.memory_mb" in result.stderr
+
+
+def _comparable(document: dict) -> dict:
+    """A results document without what differs between two runs of the same grading (times)."""
+    document = json.loads(json.dumps(document))
+    document.pop("execution_time")
+    document["extra_data"].pop("timing")
+    return document
+
+
+def test_dask_executor_gives_the_local_results(graded_class, tmp_path):
+    """`--executor dask --scheduler ADDRESS` on a LocalCluster grades the example class exactly as the local
+    executor did: every results.json (times aside) and grades.csv."""
+    from distributed import LocalCluster
+
+    out, _ = graded_class
+    submissions = out.parent / "submissions"
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        result = run_grade(submissions, tmp_path / "dask", "--executor", "dask", "--scheduler",
+                           cluster.scheduler_address)
+    assert result.returncode == 0, result.stderr
+    for student in expectations(CLASS_SPEC):
+        assert _comparable(results(tmp_path / "dask", student)) == _comparable(results(out, student)), student
+        assert (tmp_path / "dask" / student / "feedback.html").is_file()
+    assert (tmp_path / "dask" / "grades.csv").read_text() == (out / "grades.csv").read_text()
+
+
+def test_dask_executor_needs_a_scheduler(tmp_path):
+    (tmp_path / "submissions").mkdir()
+    result = run_grade(tmp_path / "submissions", tmp_path / "out", "--executor", "dask")
+    assert result.returncode != 0 and "--scheduler" in result.stderr
