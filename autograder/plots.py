@@ -15,52 +15,69 @@ import numpy as np
 PUBLIC_SEED = 2024  # shown on the page: these inputs are public
 
 
-# Rendering is most of a plot's cost (~80 ms each), and in a class most students draw the same curves (a right
-# answer gives the reference's values to float32 precision). So a picture is rendered once per distinct content
-# per worker process: the key is everything drawn (lines' data and styles, texts). Kept to a bounded size.
+# A picture is plain data (_figure: curves, labels, scales), drawn by one function (_render). Rendering is most
+# of its cost (~80 ms), and in a class most students draw the same picture (a right answer gives the reference's
+# values to float32 precision, far finer than a pixel). So each distinct picture is rendered once per worker
+# process, keyed by its data; a bounded number are kept.
 _RENDERED: "collections.OrderedDict[str, str]" = collections.OrderedDict()
 _RENDERED_MAX = 256
 
 
-def _content_key(fig) -> str:
-    digest = hashlib.sha256()
-    for ax in fig.axes:
-        texts = [ax.get_title(), ax.get_xlabel(), ax.get_ylabel(), ax.get_xscale(), ax.get_yscale(),
-                 repr(ax.get_ylim()), repr(ax.get_xlim())]
-        legend = ax.get_legend()
-        if legend is not None:
-            texts += [t.get_text() for t in legend.get_texts()]
-        digest.update("\0".join(texts).encode())
-        for line in ax.get_lines():
-            digest.update(f"{line.get_label()}|{line.get_color()}|{line.get_linestyle()}|{line.get_linewidth()}|"
-                          f"{line.get_alpha()}".encode())
-            digest.update(np.asarray(line.get_xydata(), dtype=np.float32).tobytes())
+def _figure(title: str, xlabel: str, ylabel: str, scale: str, legend_below: bool, ylim=None) -> dict:
+    return {"title": title, "xlabel": xlabel, "ylabel": ylabel, "scale": scale, "legend_below": legend_below,
+            "ylim": ylim, "lines": []}
+
+
+def _line(figure: dict, x, y, label: str, reference: bool = False, **style) -> None:
+    """A curve: a reference one is drawn thick and pale, the student's thin (float32: see above)."""
+    style = {"lw": 3, "alpha": 0.35, **style} if reference else {"lw": 1.2, **style}
+    figure["lines"].append((np.asarray(x, dtype=np.float32), np.asarray(y, dtype=np.float32), label, style))
+
+
+def _key(figure: dict) -> str:
+    digest = hashlib.sha256(repr({k: v for k, v in figure.items() if k != "lines"}).encode())
+    for x, y, label, style in figure["lines"]:
+        digest.update(repr((label, sorted(style.items()))).encode())
+        digest.update(x.tobytes() + b"|" + y.tobytes())
     return digest.hexdigest()
 
 
-def _png(fig) -> str:
-    key = _content_key(fig)
+def _render(figure: dict) -> str:
+    """The figure as a base64 PNG, rendered once per distinct content."""
+    key = _key(figure)
     if key in _RENDERED:
         _RENDERED.move_to_end(key)
         return _RENDERED[key]
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=80)  # fixed margins (_new_figure): bbox_inches="tight" renders twice
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    below = figure["legend_below"]
+    fig, ax = plt.subplots(figsize=(6.5, 4.4 if below else 3.8))
+    try:
+        # Fixed margins with room for a legend under the axes: bbox_inches="tight" would render twice.
+        fig.subplots_adjust(left=0.12, right=0.97, top=0.91, bottom=0.32 if below else 0.14)
+        plot = ax.loglog if figure["scale"] == "loglog" else ax.semilogy
+        for x, y, label, style in figure["lines"]:
+            plot(x, y, label=label, **style)
+        if figure["ylim"] is not None:
+            ax.set_ylim(*figure["ylim"])
+        ax.set_xlabel(figure["xlabel"])
+        ax.set_ylabel(figure["ylabel"])
+        ax.set_title(figure["title"])
+        if below:
+            ax.legend(fontsize=7, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.16))
+        else:
+            ax.legend(fontsize=7)
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=80)
+    finally:
+        plt.close(fig)
     _RENDERED[key] = png = base64.b64encode(buffer.getvalue()).decode("ascii")
     if len(_RENDERED) > _RENDERED_MAX:
         _RENDERED.popitem(last=False)
     return png
-
-
-def _new_figure(plt, legend_below: bool):
-    """A figure with fixed margins, room for a legend under the axes when asked."""
-    fig, ax = plt.subplots(figsize=(6.5, 4.4 if legend_below else 3.8))
-    fig.subplots_adjust(left=0.12, right=0.97, top=0.91, bottom=0.32 if legend_below else 0.14)
-    return fig, ax
-
-
-def _float32(curve: np.ndarray) -> np.ndarray:
-    """What is drawn of a student's curve: float32 is far finer than a pixel, and equal answers then draw alike."""
-    return np.asarray(curve, dtype=np.float32).astype(np.float64)
 
 
 def _orthogonal(rng, H: int) -> np.ndarray:
@@ -74,7 +91,7 @@ def _finite_curve(value, length: int):
     return None
 
 
-def decay_plot(student, ref, plt):
+def decay_plot(student, ref) -> tuple[str, str, dict]:
     rng = np.random.default_rng(PUBLIC_SEED)
     N, T, D, H = 2, 30, 3, 8
     x = rng.standard_normal((N, T, D)) * 0.1
@@ -84,42 +101,40 @@ def decay_plot(student, ref, plt):
     dh = np.zeros((N, T, H))
     dh[:, -1] = rng.standard_normal((N, H))
     Q = _orthogonal(rng, H)
-    fig, ax = _new_figure(plt, legend_below=True)
-    notes = []
+    figure = _figure("Gradient reaching each step (loss at the last step only)", "time step t",
+                     "norms[t] / norms[T-1]", "semilogy", legend_below=True)
+    steps, notes = np.arange(T), []
     for rho, color in ((0.8, "tab:blue"), (1.0, "tab:green"), (1.2, "tab:red")):
         Wh = rho * Q
         want = ref.hidden_grad_norms(dh, ref.rnn_forward(x, h0, Wx, Wh, b)[1])
-        ax.semilogy(want / want[-1], color=color, lw=3, alpha=0.35, label=f"reference, sigma_max={rho}")
-        ax.semilogy(ref.jacobian_norm_bound(Wh, T), color=color, ls=":", label=f"bound, sigma_max={rho}")
+        _line(figure, steps, want / want[-1], f"reference, sigma_max={rho}", reference=True, color=color)
+        _line(figure, steps, ref.jacobian_norm_bound(Wh, T), f"bound, sigma_max={rho}", color=color, ls=":", lw=1.5)
         try:
             _, cache = student.rnn_forward(x, h0, Wx, Wh, b)
             got = _finite_curve(student.hidden_grad_norms(dh, cache), T)
         except Exception as exc:  # the student's code failed: say so on the page
             got, notes = None, notes + [f"sigma_max={rho}: {type(exc).__name__}"]
         if got is not None and got[-1] > 0 and np.all(np.isfinite(got)):
-            ax.semilogy(_float32(got / got[-1]), color=color, lw=1.2, label=f"yours, sigma_max={rho}")
-    ax.set_xlabel("time step t")
-    ax.set_ylabel("norms[t] / norms[T-1]")
-    ax.set_title("Gradient reaching each step (loss at the last step only)")
-    ax.legend(fontsize=7, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.16))
+            _line(figure, steps, got / got[-1], f"yours, sigma_max={rho}", color=color)
     caption = (f"Public inputs (seed {PUBLIC_SEED}): tanh RNN, Wh = rho * Q with Q orthogonal, small inputs. "
                "Thick pale lines: reference; thin lines: your hidden_grad_norms; dotted: jacobian_norm_bound.")
     if notes:
         caption += " Your curve is missing where your code failed (" + "; ".join(notes) + ")."
-    return "How the gradient decays", caption, fig
+    return "How the gradient decays", caption, figure
 
 
-def clipping_plot(student, ref, plt):
+def clipping_plot(student, ref) -> tuple[str, str, dict]:
     rng = np.random.default_rng(PUBLIC_SEED + 1)
     grads = [rng.standard_normal((4, 3)) * 3.0, rng.standard_normal((3, 3)) * 0.05, rng.standard_normal(3) * 0.7]
     total = float(np.sqrt(sum(np.sum(g * g) for g in grads)))
     thresholds = np.geomspace(total / 20, total * 3, 25)
     norm_after = lambda arrays: float(np.sqrt(sum(np.sum(np.asarray(a, dtype=float) ** 2) for a in arrays)))
-    fig, ax = _new_figure(plt, legend_below=False)
-    ax.loglog(thresholds, [norm_after(ref.clip_grad_norm(grads, m)[0]) for m in thresholds], lw=3, alpha=0.35,
-              color="tab:blue", label="reference clip_grad_norm")
-    ax.loglog(thresholds, [norm_after(ref.clip_grad_norm_per_array(grads, m)) for m in thresholds], lw=3, alpha=0.35,
-              color="tab:orange", label="reference clip_grad_norm_per_array")
+    figure = _figure("Clipping three arrays of very different norms", "max_norm", "norm of the clipped update",
+                     "loglog", legend_below=False)
+    _line(figure, thresholds, [norm_after(ref.clip_grad_norm(grads, m)[0]) for m in thresholds],
+          "reference clip_grad_norm", reference=True, color="tab:blue")
+    _line(figure, thresholds, [norm_after(ref.clip_grad_norm_per_array(grads, m)) for m in thresholds],
+          "reference clip_grad_norm_per_array", reference=True, color="tab:orange")
     note = ""
     for function, color in (("clip_grad_norm", "tab:blue"), ("clip_grad_norm_per_array", "tab:orange")):
         try:
@@ -127,19 +142,15 @@ def clipping_plot(student, ref, plt):
             for m in thresholds:
                 result = getattr(student, function)(grads, float(m))
                 values.append(norm_after(result[0] if function == "clip_grad_norm" else result))
-            ax.loglog(thresholds, _float32(values), color=color, lw=1.2, label=f"your {function}")
+            _line(figure, thresholds, values, f"your {function}", color=color)
         except Exception as exc:
             note += f" Your {function} failed ({type(exc).__name__})."
-    ax.set_xlabel("max_norm")
-    ax.set_ylabel("norm of the clipped update")
-    ax.set_title("Clipping three arrays of very different norms")
-    ax.legend(fontsize=7)
     caption = (f"Public inputs (seed {PUBLIC_SEED + 1}): three arrays, total norm {total:.2f}. Global clipping caps "
                "the update's norm at max_norm; per-array clipping caps each array, so the total can exceed it." + note)
-    return "Clipping", caption, fig
+    return "Clipping", caption, figure
 
 
-def truncation_plot(student, ref, plt):
+def truncation_plot(student, ref) -> tuple[str, str, dict]:
     rng = np.random.default_rng(PUBLIC_SEED + 2)
     N, T, D, H = 2, 24, 3, 6
     x = rng.standard_normal((N, T, D))
@@ -149,28 +160,23 @@ def truncation_plot(student, ref, plt):
     b = np.zeros(H)
     dh = np.zeros((N, T, H))
     dh[:, -1] = rng.standard_normal((N, H))
-    fig, ax = _new_figure(plt, legend_below=True)
-    note = ""
+    figure = _figure("Truncation: no gradient beyond k2 steps back", "time step t", "|dL/dx[:, t]|", "semilogy",
+                     legend_below=True, ylim=(1e-12, None))
+    steps, note = np.arange(T), ""
     for k2, color in ((4, "tab:blue"), (12, "tab:green"), (T, "tab:red")):
         want = ref.rnn_backward_truncated(dh, ref.rnn_forward(x, h0, Wx, Wh, b)[1], 1, k2)[0]
-        ax.semilogy(np.linalg.norm(want, axis=(0, 2)) + 1e-30, color=color, lw=3, alpha=0.35,
-                    label=f"reference TBPTT(1, {k2})")
+        _line(figure, steps, np.linalg.norm(want, axis=(0, 2)) + 1e-30, f"reference TBPTT(1, {k2})",
+              reference=True, color=color)
         try:
             _, cache = student.rnn_forward(x, h0, Wx, Wh, b)
             got = student.rnn_backward_truncated(dh, cache, 1, k2)[0]
             if isinstance(got, np.ndarray) and got.shape == x.shape:
-                ax.semilogy(_float32(np.linalg.norm(got, axis=(0, 2)) + 1e-30), color=color, lw=1.2,
-                            label=f"yours, k2={k2}")
+                _line(figure, steps, np.linalg.norm(got, axis=(0, 2)) + 1e-30, f"yours, k2={k2}", color=color)
         except Exception as exc:
             note = f" Your rnn_backward_truncated failed ({type(exc).__name__})."
-    ax.set_ylim(1e-12, None)
-    ax.set_xlabel("time step t")
-    ax.set_ylabel("|dL/dx[:, t]|")
-    ax.set_title("Truncation: no gradient beyond k2 steps back")
-    ax.legend(fontsize=7, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.16))
     caption = (f"Public inputs (seed {PUBLIC_SEED + 2}): loss at the last step only, orthogonal Wh. With TBPTT(1, k2) "
                "the gradient stops exactly k2 steps back (drawn at 1e-30 where it is zero)." + note)
-    return "Truncated BPTT", caption, fig
+    return "Truncated BPTT", caption, figure
 
 
 class _StopAfterTrouble:
@@ -198,18 +204,12 @@ class _StopAfterTrouble:
 
 def feedback_plots(student, ref) -> list[dict]:
     """[{title, caption, png}] for the page; a plot that cannot be drawn is left out."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     student = _StopAfterTrouble(student)
     figures = []
     for make in (decay_plot, clipping_plot, truncation_plot):
         try:
-            title, caption, fig = make(student, ref, plt)
-            figures.append({"title": title, "caption": caption, "png": _png(fig)})
-            plt.close(fig)
+            title, caption, figure = make(student, ref)
+            figures.append({"title": title, "caption": caption, "png": _render(figure)})
         except Exception:  # a picture is a bonus: never let it cost a grade
-            plt.close("all")
+            pass
     return figures
