@@ -1308,6 +1308,7 @@ class Sandbox:
             if self.warm:
                 # The zygote shows its scratch folder at SANDBOX_HOME: the work folder goes there meanwhile.
                 inside = self._res.zygote.scratch / "work"
+                shutil.rmtree(inside, ignore_errors=True)  # a leftover of a sandbox that did not close cleanly
                 _move_tree(self.workdir, inside)
                 self._res.moved = (self.workdir, inside)
                 self.workdir = inside
