@@ -314,7 +314,7 @@ def _grade_locally(pending: list, options: GradeOptions, jobs: int, finished) ->
                        for s in remaining.values()}
             try:
                 for future in concurrent.futures.as_completed(futures):
-                    student = futures[future]
+                    student = futures.pop(future)  # a done future holds its whole document: let it go
                     try:
                         document = future.result()
                     except concurrent.futures.process.BrokenProcessPool:
