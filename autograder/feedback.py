@@ -88,8 +88,8 @@ text-align: left; } th { background: #f4f4f4; } td.num { text-align: right; } im
 <td class="num">{{ "%.0f"|format(100 * row.rate) }}%</td></tr>{% endfor %}</table>
 <h2>Students</h2>
 <table><tr><th>student</th><th>score</th><th>feedback</th></tr>
-{% for student, doc in documents|dictsort %}<tr><td>{{ student }}</td>
-<td class="num">{{ "%g"|format(doc.score) }}</td><td><a href="{{ student|urlencode }}/feedback.html">page</a></td></tr>
+{% for student, score in scores|dictsort %}<tr><td>{{ student }}</td>
+<td class="num">{{ "%g"|format(score) }}</td><td><a href="{{ student|urlencode }}/feedback.html">page</a></td></tr>
 {% endfor %}</table>
 </body></html>
 """)
@@ -114,17 +114,13 @@ def _histogram(scores: list[float], max_score: float) -> str:
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def write_class_summary(path: Path, documents: dict[str, dict], summary: dict) -> None:
-    """The instructor's page: score histogram, pass rate of every test, the most common failing tests."""
+def write_class_summary(path: Path, scores: dict[str, float], test_counts: dict[str, list[int]],
+                        summary: dict) -> None:
+    """The instructor's page: score histogram, pass rate of every test (test_counts: name -> [passed, failed]),
+    the most common failing tests, and every student's score with a link to their page."""
     from autograder.grade import write_atomic
 
-    counts: dict[str, list[int]] = {}
-    for doc in documents.values():
-        for test in doc["tests"]:
-            passed_failed = counts.setdefault(test["name"], [0, 0])
-            passed_failed[test["status"] != "passed"] += 1
     rows = sorted(({"name": name, "failed": failed, "rate": passed / max(1, passed + failed)}
-                   for name, (passed, failed) in counts.items()), key=lambda row: (-row["failed"], row["name"]))
-    scores = [doc["score"] for doc in documents.values()]
-    histogram = _histogram(scores, summary["max_score"]) if scores else ""
-    write_atomic(path, SUMMARY_TEMPLATE.render(summary=summary, rows=rows, documents=documents, histogram=histogram))
+                   for name, (passed, failed) in test_counts.items()), key=lambda row: (-row["failed"], row["name"]))
+    histogram = _histogram(list(scores.values()), summary["max_score"]) if scores else ""
+    write_atomic(path, SUMMARY_TEMPLATE.render(summary=summary, rows=rows, scores=scores, histogram=histogram))

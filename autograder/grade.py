@@ -20,7 +20,7 @@ import sys
 import tempfile
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from autograder.course import Assignment
@@ -198,41 +198,53 @@ def function_scores(document: dict) -> dict[str, float]:
     return scores
 
 
-def write_grades_csv(out: Path, documents: dict[str, dict], assignment: Assignment) -> Path:
-    functions = list(assignment.points)
-    rows = []
-    for student in sorted(documents):
-        doc = documents[student]
-        per_function = function_scores(doc)
-        rows.append([student, f"{doc['score']:g}", f"{doc['max_score']:g}",
-                     *(f"{per_function.get(f, 0.0):.6g}" for f in functions)])
+@dataclass
+class ClassTally:
+    """What the class-wide files (grades.csv, summary.json, summary.html) need, gathered student by student: a few
+    numbers per student and a pass/fail count per test, so the batch process stays small however big the class."""
+    functions: list[str]
+    students: dict[str, tuple[float, float, tuple[float, ...]]] = field(default_factory=dict)  # score, max, per function
+    test_counts: dict[str, list[int]] = field(default_factory=dict)  # test name -> [passed, failed]
+
+    def add(self, student: str, document: dict) -> None:
+        per_function = function_scores(document)
+        self.students[student] = (document["score"], document["max_score"],
+                                  tuple(per_function.get(f, 0.0) for f in self.functions))
+        for test in document["tests"]:
+            self.test_counts.setdefault(test["name"], [0, 0])[test["status"] != "passed"] += 1
+
+
+def write_grades_csv(out: Path, tally: ClassTally) -> Path:
     path = out / "grades.csv"
     tmp = out / ".grades.csv.tmp"
     with open(tmp, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
-        writer.writerow(["student", "score", "max_score", *functions])
-        writer.writerows(rows)
+        writer.writerow(["student", "score", "max_score", *tally.functions])
+        for student in sorted(tally.students):
+            score, max_score, per_function = tally.students[student]
+            writer.writerow([student, f"{score:g}", f"{max_score:g}", *(f"{v:.6g}" for v in per_function)])
     os.replace(tmp, path)
     return path
 
 
-def write_summary(out: Path, documents: dict[str, dict], options: GradeOptions, seconds: float) -> dict:
-    scores = [d["score"] for d in documents.values()]
+def write_summary(out: Path, tally: ClassTally, options: GradeOptions, seconds: float) -> dict:
+    scores = [score for score, _, _ in tally.students.values()]
     summary = {
         "assignment": options.assignment.id,
-        "students": len(documents),
+        "students": len(scores),
         "max_score": options.assignment.max_score,
         "mean_score": round(sum(scores) / len(scores), 4) if scores else None,
         "full_marks": sum(1 for s in scores if s >= options.assignment.max_score - 1e-9),
         "zero": sum(1 for s in scores if s == 0),
         "isolation": options.isolation,
         "wall_seconds": round(seconds, 2),
-        "grader_errors": sorted(s for s in documents if (out / s / "grader_errors.txt").exists()),
+        "grader_errors": sorted(s for s in tally.students if (out / s / "grader_errors.txt").exists()),
     }
     write_atomic(out / "summary.json", json.dumps(summary, indent=2))
     from autograder.feedback import write_class_summary
 
-    write_class_summary(out / "summary.html", documents, summary)
+    write_class_summary(out / "summary.html", {s: v[0] for s, v in tally.students.items()}, tally.test_counts,
+                        summary)
     return summary
 
 
@@ -270,18 +282,18 @@ def grade_batch(submissions_dir: Path, options: GradeOptions, jobs: int = 1, res
     started = time.monotonic()
     options.out.mkdir(parents=True, exist_ok=True)
     submissions = find_submissions(submissions_dir, options.assignment.id)
-    documents: dict[str, dict] = {}
+    tally = ClassTally(list(options.assignment.points))
     pending = []
     for sub in submissions:
         previous = already_graded(options.out, sub.student) if resume else None
         if previous is not None:
-            documents[sub.student] = _compact(previous)
+            tally.add(sub.student, previous)
         else:
             pending.append(sub)
     progress = Progress(len(pending))
 
     def finished(student: str, document: dict) -> None:
-        documents[student] = _compact(document)
+        tally.add(student, document)
         progress.update(student, document)
 
     if scheduler:
@@ -289,19 +301,11 @@ def grade_batch(submissions_dir: Path, options: GradeOptions, jobs: int = 1, res
     else:
         _grade_locally(pending, options, jobs, finished)
     progress.close()
-    write_grades_csv(options.out, documents, options.assignment)
-    return write_summary(options.out, documents, options, time.monotonic() - started)
+    write_grades_csv(options.out, tally)
+    return write_summary(options.out, tally, options, time.monotonic() - started)
 
 
 # ------------------------------------------------------------------------------------------- executors
-def _compact(document: dict) -> dict:
-    """What the class-wide files (grades.csv, summary) need of a student's results: kept for every student while
-    a batch runs, so the grader's memory does not grow with each student's messages."""
-    return {"score": document["score"], "max_score": document["max_score"],
-            "tests": [{"name": t["name"], "status": t["status"], "score": t["score"], "tags": t.get("tags", [])}
-                      for t in document["tests"]]}
-
-
 def _grade_locally(pending: list, options: GradeOptions, jobs: int, finished) -> None:
     """Worker processes on this machine, spawned fresh (no state inherited from this process); each grades
     students one after another, with its own grader session and warm sandbox."""

@@ -585,8 +585,8 @@ def benchmark(args, work: Path) -> None:
     print(f"nbgrader course with {sum(len(v) for v in tests.cells.values())} test cells, generate_assignment "
           f"done in {time.perf_counter() - t:.1f} s")
 
-    size = -(-len(students) // args.chunks)
-    chunks = [students[i:i + size] for i in range(0, len(students), size)]
+    n, c = len(students), args.chunks
+    chunks = [students[k * n // c:(k + 1) * n // c] for k in range(c)]  # c chunks, sizes differing by at most 1
     for k, chunk in enumerate(chunks):
         for student in chunk:
             shutil.copytree(built / student, work / f"ours_{k}" / student)
@@ -608,8 +608,7 @@ def benchmark(args, work: Path) -> None:
                                      str(work / f"out_{k}"), "--jobs", str(args.jobs), "--course",
                                      str(KIT / "course.yml")], cwd=work, env=env_ours, log=work / f"autograder_{k}.log")
         rows.append((k, len(chunk), order[0], seconds["nbgrader"], seconds["autograder"]))
-        n = len(chunk)
-        print(f"  chunk {k}: {n} students, {order[0]} first: nbgrader {seconds['nbgrader']:.1f} s, "
+        print(f"  chunk {k}: {len(chunk)} students, {order[0]} first: nbgrader {seconds['nbgrader']:.1f} s, "
               f"autograder {seconds['autograder']:.1f} s", flush=True)
 
     # ------------------------------------------------------------------------------------------- report ---------

@@ -10,6 +10,7 @@ import subprocess
 import pytest
 
 from autograder.feedback import render_feedback, write_class_summary
+from autograder.grade import ClassTally
 from autograder.plots import feedback_plots
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -59,7 +60,10 @@ def test_class_summary_renders_with_its_histogram(tmp_path):
     summary = {"assignment": "vanishing_gradients", "students": 3, "max_score": 10.0, "mean_score": 6.67,
                "full_marks": 1, "zero": 0, "isolation": "bubblewrap", "wall_seconds": 1.0, "grader_errors": []}
     page = tmp_path / "summary.html"
-    write_class_summary(page, documents, summary)
+    tally = ClassTally(["rnn_backward"])
+    for name, doc in documents.items():
+        tally.add(name, doc)
+    write_class_summary(page, {s: v[0] for s, v in tally.students.items()}, tally.test_counts, summary)
     dom, log = render(page, tmp_path)
     assert body_data(dom) == {"images": "1 images, 0 broken"}
     assert "Uncaught" not in log
