@@ -16,9 +16,10 @@ PUBLIC_SEED = 2024  # shown on the page: these inputs are public
 
 
 # A picture is plain data (_figure: curves, labels, scales), drawn by one function (_render). Rendering is most
-# of its cost (~80 ms), and in a class most students draw the same picture (a right answer gives the reference's
-# values to float32 precision, far finer than a pixel). So each distinct picture is rendered once per worker
-# process, keyed by its data; a bounded number are kept.
+# of its cost (~80 ms), and in a class most students draw the same picture: curves are drawn to 4 significant
+# digits (every axis here is logarithmic; a pixel is ~0.3% of an axis), so answers that agree to that precision
+# (right ones, and mistakes too small to see) give the very same picture. Each distinct picture is rendered once
+# per worker process, keyed by its data; a bounded number are kept.
 _RENDERED: "collections.OrderedDict[str, str]" = collections.OrderedDict()
 _RENDERED_MAX = 256
 
@@ -28,10 +29,19 @@ def _figure(title: str, xlabel: str, ylabel: str, scale: str, legend_below: bool
             "ylim": ylim, "lines": []}
 
 
+def _significant(values, digits: int = 4) -> np.ndarray:
+    """values rounded to `digits` significant digits (zeros, NaN and inf unchanged)."""
+    values = np.asarray(values, dtype=np.float64)
+    with np.errstate(all="ignore"):
+        scale = 10.0 ** np.floor(np.log10(np.abs(values)))
+        rounded = np.round(values / scale, digits - 1) * scale
+    return np.where(np.isfinite(rounded), rounded, values)
+
+
 def _line(figure: dict, x, y, label: str, reference: bool = False, **style) -> None:
-    """A curve: a reference one is drawn thick and pale, the student's thin (float32: see above)."""
+    """A curve: a reference one is drawn thick and pale, the student's thin (to 4 significant digits: see above)."""
     style = {"lw": 3, "alpha": 0.35, **style} if reference else {"lw": 1.2, **style}
-    figure["lines"].append((np.asarray(x, dtype=np.float32), np.asarray(y, dtype=np.float32), label, style))
+    figure["lines"].append((_significant(x), _significant(y), label, style))
 
 
 def _key(figure: dict) -> str:
