@@ -1351,7 +1351,8 @@ class Sandbox:
             bubblewrap = self.isolation == "bubblewrap"
             request = {"rlimits": _rlimits(self.limits), "uid": NOBODY if bubblewrap and os.geteuid() == 0 else None,
                        "cwd": self._workdir_inside, "env": self._env, "reply_limit": self.limits.reply_bytes,
-                       "namespaces": bubblewrap, "tmp_bytes": 4 * self.limits.file_bytes}
+                       "namespaces": bubblewrap, "tmp_bytes": 4 * self.limits.file_bytes,
+                       "under_tmp": [d for d in _python_dirs() if d.startswith("/tmp/")]}
             return _WarmChild(zygote, request, self.limits, self.isolation, self._generation, self._output)
         if self.isolation != "bubblewrap":
             return _Child(self._process_argv, (), self._config, self._env, self._cwd, self.limits, self.isolation,

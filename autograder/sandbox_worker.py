@@ -380,7 +380,8 @@ def _setup_paths(config):
 _PR_SET_PDEATHSIG, _PR_SET_DUMPABLE, _PR_CAPBSET_DROP = 1, 4, 24
 _PR_SET_NO_NEW_PRIVS, _PR_SET_CHILD_SUBREAPER, _PR_CAP_AMBIENT = 38, 36, 47
 _CLONE_NEWNS, _CLONE_NEWIPC = 0x00020000, 0x08000000
-_MS_NOSUID, _MS_NODEV, _MS_REC, _MS_PRIVATE = 2, 4, 16384, 1 << 18
+_MS_RDONLY, _MS_NOSUID, _MS_NODEV, _MS_REMOUNT, _MS_BIND = 1, 2, 4, 32, 4096
+_MS_REC, _MS_PRIVATE = 16384, 1 << 18
 
 
 def _libc():
@@ -433,13 +434,22 @@ def _kill_descendants():
                 return
 
 
-def _private_mounts(libc, tmp_bytes):
-    """A mount and IPC namespace of the keeper's own: new, empty /tmp and /dev/shm, gone with the student."""
+def _private_mounts(libc, tmp_bytes, under_tmp):
+    """A mount and IPC namespace of the keeper's own: new, empty /tmp and /dev/shm, gone with the student.
+    `under_tmp`: read-only folders the sandbox shows below /tmp (a virtualenv in /tmp, say), shown again on top."""
     _check(libc.unshare(_CLONE_NEWNS | _CLONE_NEWIPC), "unshare")
     _check(libc.mount(b"none", b"/", None, _MS_REC | _MS_PRIVATE, None), "mount --make-rprivate /")
+    old_tmp = os.open("/tmp", os.O_PATH | os.O_DIRECTORY)  # still reaches what the new /tmp covers
     for path, size in ((b"/tmp", tmp_bytes), (b"/dev/shm", max(tmp_bytes // 4, 1 << 20))):
         options = b"mode=1777,size=%d" % size
         _check(libc.mount(b"tmpfs", path, b"tmpfs", _MS_NOSUID | _MS_NODEV, options), f"mount {path!r}")
+    for folder in under_tmp:
+        os.makedirs(folder, mode=0o755, exist_ok=True)
+        source = f"/proc/self/fd/{old_tmp}/{os.path.relpath(folder, '/tmp')}".encode()
+        _check(libc.mount(source, folder.encode(), None, _MS_BIND | _MS_REC, None), f"bind {folder}")
+        _check(libc.mount(None, folder.encode(), None, _MS_BIND | _MS_REMOUNT | _MS_RDONLY | _MS_NOSUID | _MS_NODEV,
+                          None), f"read-only {folder}")
+    os.close(old_tmp)
 
 
 def _drop_privileges(libc, uid):
@@ -489,7 +499,7 @@ def _keeper(req, fds, libc):
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # the zygote ignores it; we wait for our children
     libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     if req["namespaces"]:
-        _private_mounts(libc, req["tmp_bytes"])
+        _private_mounts(libc, req["tmp_bytes"], req["under_tmp"])
     pid = os.fork()
     if pid == 0:
         try:

@@ -802,3 +802,46 @@ def test_students_forked_from_one_zygote_leave_nothing_for_each_other(tmp_path, 
     assert pid != pids[0]
     if level == "bubblewrap" and AS_ROOT:
         assert others == []  # as nobody it can signal no other process (it is alone: the daemon is dead)
+
+
+@needs_bwrap
+@pytest.mark.skipif(not sandbox.warm_available("bubblewrap"), reason="no warm start under bubblewrap here")
+def test_warm_student_still_sees_python_folders_below_tmp(tmp_path, monkeypatch):
+    """Each student gets a fresh /tmp; a virtualenv below /tmp (a checkout cloned into /tmp, as CI does) must stay
+    visible, read-only, on top of it."""
+    import shutil
+    import tempfile
+
+    lib = Path(tempfile.mkdtemp(prefix="agsb-lib-", dir="/tmp"))
+    try:
+        (lib / "helper_below_tmp.py").write_text("VALUE = 42\n")
+        lib.chmod(0o755)
+        dirs, path = sandbox._python_dirs() + (str(lib),), sandbox._child_path() + [str(lib)]
+        monkeypatch.setattr(sandbox, "_python_dirs", lambda: dirs)
+        monkeypatch.setattr(sandbox, "_child_path", lambda: path)
+        zygotes: dict = {}
+        monkeypatch.setattr(sandbox, "_idle_zygotes", zygotes)  # a zygote of its own, with that folder
+        monkeypatch.setenv("AUTOGRADER_ISOLATION", "bubblewrap")
+        monkeypatch.setenv("AUTOGRADER_WARM", "1")
+        source = textwrap.dedent("""
+            import helper_below_tmp
+            def probe():
+                with open("/tmp/mine.txt", "w") as f:
+                    f.write("x")
+                try:
+                    open(helper_below_tmp.__file__, "a").close()
+                    writable = True
+                except OSError:
+                    writable = False
+                return helper_below_tmp.VALUE, sorted(os.listdir("/tmp")), writable
+            import os
+        """)
+        with Sandbox(tmp_path, [LoadUnit("nb.ipynb", 0, source, "cell")], SandboxLimits(call_timeout=10)) as sb:
+            assert sb.warm
+            value, listing, writable = sb.call("probe")
+        assert value == 42 and "mine.txt" in listing and not writable
+    finally:
+        for idle in zygotes.values():
+            for zygote in idle:
+                zygote.close()
+        shutil.rmtree(lib, ignore_errors=True)
