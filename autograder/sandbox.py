@@ -19,6 +19,12 @@ Isolation levels (`isolation_level()`):
 - "process": no bubblewrap (a laptop, macOS, a container without namespaces): a separate process and the
   same rlimits, but the student can read what the grader's user can read. The caller should say so.
 
+Warm starts (`warm_available()`, on by default where possible): instead of starting python (and numpy, torch...)
+for every student, a Sandbox leases a zygote (_Zygote: one per process and library set, itself sandboxed) that
+has imported the `preload` libraries once and forks each student process through a keeper, which gives it a
+fresh /tmp, mount and IPC namespaces, nobody's uid and the rlimits, and kills all it started at the end; see the
+zygote section of sandbox_worker.py. A student process is thus as fresh and as isolated as a cold one.
+
 Calls on one Sandbox are serialized by a lock. The child is told to die with its parent through
 PR_SET_PDEATHSIG (and bwrap --die-with-parent), which the kernel ties to the *thread* that started it: use a
 Sandbox in a thread that outlives it (the main thread, or a pool thread), not in a short-lived thread.

@@ -1,7 +1,8 @@
 """The student side of the sandbox: runs student code and answers the grader's requests.
 
 autograder/sandbox.py puts this file read-only into the sandbox (/sandbox/worker.py under bubblewrap, a
-private copy otherwise) and starts it as `python -I -S worker.py REQUEST_FD REPLY_FD CONFIG`. It must stay
+private copy otherwise) and starts it as `python -I -S worker.py REQUEST_FD REPLY_FD CONFIG`, or as a zygote
+(`--zygote CONTROL_FD CONFIG`, see the zygote section below) that forks student workers. It must stay
 self-contained (standard library only) because the autograder package is invisible in there, and cheap to
 start: it imports only what a bare interpreter has loaded anyway (no json, traceback or numpy until needed),
 which saves ~25 ms per start when student code does not import those itself.
