@@ -36,7 +36,6 @@ clone to benchmark a stable copy); all subprocesses run in the work directory, n
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import random
@@ -44,7 +43,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -52,6 +50,7 @@ import nbformat
 import yaml
 
 import autograder
+from common import option_parser, run_in_work_folder  # benchmarks/common.py, next to this script
 from autograder.course import load_course
 from autograder.notebook import answer_code, is_graded_function_cell, nbgrader_meta
 
@@ -542,25 +541,12 @@ def direction(score: float, top: float) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--students", type=int, default=50, help="class size (default 50)")
+    parser = option_parser(__doc__.splitlines()[0], students=50)
     parser.add_argument("--chunks", type=int, default=5, help="how many chunks the class is graded in (default 5)")
-    parser.add_argument("--jobs", type=int, default=2, help="`autograder grade --jobs` (default 2)")
-    parser.add_argument("--keep", action="store_true", help="keep the work directory")
-    parser.add_argument("--workdir", type=Path, help="work here (created; kept) instead of a temporary directory")
     args = parser.parse_args()
     if not 1 <= args.chunks <= args.students:
         parser.error("--chunks must be between 1 and --students")
-
-    work = args.workdir.resolve() if args.workdir else Path(tempfile.mkdtemp(prefix="bench-nbgrader-"))
-    work.mkdir(parents=True, exist_ok=True)
-    try:
-        benchmark(args, work)
-    finally:
-        if args.keep or args.workdir:
-            print(f"\nWork directory kept: {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
+    run_in_work_folder(args, "bench-nbgrader-", benchmark)
 
 
 def benchmark(args, work: Path) -> None:

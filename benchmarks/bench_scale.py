@@ -26,13 +26,11 @@ clone to benchmark a stable copy); the grader runs in the work directory, not in
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -41,6 +39,7 @@ import psutil
 import yaml
 
 import autograder
+from common import option_parser, run_in_work_folder  # benchmarks/common.py, next to this script
 
 KIT = autograder.REPO_ROOT
 PYTHON = sys.executable
@@ -149,23 +148,11 @@ def mib(n: float) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--students", type=int, default=1000, help="class size (default 1000)")
-    parser.add_argument("--jobs", type=int, default=2, help="`autograder grade --jobs` (default 2)")
-    parser.add_argument("--keep", action="store_true", help="keep the work directory")
-    parser.add_argument("--workdir", type=Path, help="work here (created; kept) instead of a temporary directory")
+    parser = option_parser(__doc__.splitlines()[0], students=1000)
     args = parser.parse_args()
     if args.students < 1:
         parser.error("--students must be at least 1")
-    work = args.workdir.resolve() if args.workdir else Path(tempfile.mkdtemp(prefix="bench-scale-"))
-    work.mkdir(parents=True, exist_ok=True)
-    try:
-        benchmark(args, work)
-    finally:
-        if args.keep or args.workdir:
-            print(f"\nWork directory kept: {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
+    run_in_work_folder(args, "bench-scale-", benchmark)
 
 
 def benchmark(args, work: Path) -> None:
