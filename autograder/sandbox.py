@@ -488,15 +488,7 @@ class _Child:
 
     def __init__(self, argv: list[str], extra_fds: tuple[int, ...], config: dict, env: dict[str, str], cwd: str,
                  limits: SandboxLimits, level: str, marker: str, generation: int, output: _Output):
-        self.limits = limits
-        self.level = level
-        self.marker = marker
-        self.generation = generation
-        self.output = output
-        self.dead: str | None = None  # how it ended, once it has
-        self.rusage = None
-        self.worker_pid = -1  # the python worker's pid on the host (found after the greeting)
-        self.op_cpu = self.op_start = 0.0  # worker CPU time and clock when the current operation began
+        self._state(limits, level, marker, generation, output)
         req_r, self.req_w = os.pipe()
         self.rep_r, rep_w = os.pipe()
         out_r, out_w = os.pipe()
@@ -521,16 +513,25 @@ class _Child:
         except (AttributeError, OSError):
             self.pidfd = -1  # no pidfds: poll in short slices instead
 
+    def _state(self, limits: SandboxLimits, level: str, marker: str, generation: int, output: _Output) -> None:
+        self.limits = limits
+        self.level = level
+        self.marker = marker
+        self.generation = generation
+        self.output = output
+        self.dead: str | None = None  # how it ended, once it has
+        self.rusage = None
+        self.worker_pid = -1  # the python worker's pid on the host (found after the greeting)
+        self.op_cpu = self.op_start = 0.0  # worker CPU time and clock when the current operation began
+
     # ---- request / reply ----
     def await_greeting(self, timeout: float) -> None:
         """The worker's first message, sent before any student code runs."""
         reply, _ = self._read_frame(time.monotonic() + timeout)
         if reply.get("status") != "ready" or reply.get("id") != 0:
             raise _Garbage("the worker did not greet")
-        self.worker_pid = self.proc.pid
-        if self.level == "bubblewrap":  # bwrap -> its pid-1 reaper -> the worker
-            for _ in range(2):
-                self.worker_pid = (_children(self.worker_pid) or [-1])[0]
+        if not self.warm:  # a warm child's parent is its keeper, not this process: its pid stays unknown (-1)
+            self.worker_pid = _python_of(self.proc.pid, self.level)
 
     def request(self, header: dict, buffers: list[bytes], timeout: float) -> tuple[dict, memoryview]:
         self.op_start = time.monotonic()
@@ -697,6 +698,7 @@ class _Zygote:
     def __init__(self, level: str, preload: tuple[str, ...], env: dict[str, str]):
         self.level = level
         self.preload = preload
+        self.base_env = dict(env)  # what a replacement is started with
         self.key = _zygote_key(level, preload, env)
         self.scratch = Path(tempfile.mkdtemp(prefix="agsb-zygote-"))
         home = "/tmp" if level == "bubblewrap" else str(self.scratch)
@@ -735,10 +737,7 @@ class _Zygote:
         try:
             if self._line(ZYGOTE_START_TIMEOUT) != b"ready":
                 raise RuntimeError("it did not greet")
-            self.host_pid = self.proc.pid  # the zygote's python, as this machine numbers it
-            if level == "bubblewrap":  # bwrap -> its pid-1 reaper -> the zygote
-                for _ in range(2):
-                    self.host_pid = (_children(self.host_pid) or [-1])[0]
+            self.host_pid = _python_of(self.proc.pid, level)  # the zygote's python, as this machine numbers it
         except Exception as exc:
             self.close()
             raise RuntimeError(f"the zygote did not start ({exc}); its output: {self.log.text()[-1500:]!r}") from None
@@ -840,12 +839,7 @@ class _WarmChild(_Child):
 
     def __init__(self, zygote: _Zygote, request: dict, limits: SandboxLimits, level: str, generation: int,
                  output: _Output):
-        self.limits, self.level, self.marker = limits, level, ""
-        self.generation, self.output = generation, output
-        self.dead: str | None = None
-        self.rusage = None
-        self.worker_pid = -1
-        self.op_cpu = self.op_start = 0.0
+        self._state(limits, level, "", generation, output)
         self.proc = _KeptProcess()
         req_r, self.req_w = os.pipe()
         self.rep_r, rep_w = os.pipe()
@@ -868,11 +862,6 @@ class _WarmChild(_Child):
         self.out = _OutputPipe(out_r, output)
         self.pidfd = self.status_r  # readable once the student process has ended
         self._status = b""
-
-    def await_greeting(self, timeout: float) -> None:
-        reply, _ = self._read_frame(time.monotonic() + timeout)
-        if reply.get("status") != "ready" or reply.get("id") != 0:
-            raise _Garbage("the worker did not greet")
 
     def _reap(self, timeout: float) -> int | None:
         """Reads the keeper's report: `exit STATUS UTIME STIME MAXRSS` (or `error ...` if it could not start)."""
@@ -945,6 +934,15 @@ class _Usage:
     ru_utime: float
     ru_stime: float
     ru_maxrss: int
+
+
+def _python_of(pid: int, level: str) -> int:
+    """The python process started as `pid`: itself, or under bubblewrap bwrap -> its pid-1 reaper -> python
+    (-1 if it cannot be found)."""
+    if level == "bubblewrap":
+        for _ in range(2):
+            pid = (_children(pid) or [-1])[0]
+    return pid
 
 
 def _children(pid: int) -> list[int]:
@@ -1312,12 +1310,7 @@ class Sandbox:
                 self.warm = False
         if self.isolation == "bubblewrap":
             if self.warm:
-                # The zygote shows its scratch folder at SANDBOX_HOME: the work folder goes there meanwhile.
-                inside = self._res.zygote.scratch / "work"
-                shutil.rmtree(inside, ignore_errors=True)  # a leftover of a sandbox that did not close cleanly
-                _move_tree(self.workdir, inside)
-                self._res.moved = (self.workdir, inside)
-                self.workdir = inside
+                self._move_workdir_into(self._res.zygote)
             if os.geteuid() == 0:
                 _chown_tree(self.workdir, NOBODY, NOBODY)  # the student runs as nobody and writes here
             self._cwd = "/"  # bwrap --chdir takes the student to SANDBOX_WORKDIR
@@ -1342,16 +1335,23 @@ class Sandbox:
                         "reply_limit": self.limits.reply_bytes}
         self._env = {**base_env, "HOME": home, "TMPDIR": tmp, **self.extra_env, MARKER_VAR: self._marker}
 
+    def _move_workdir_into(self, zygote: _Zygote) -> None:
+        """A zygote shows its scratch folder at SANDBOX_HOME: the work folder goes there while the sandbox is open
+        (and back in close())."""
+        inside = zygote.scratch / "work"
+        shutil.rmtree(inside, ignore_errors=True)  # a leftover of a sandbox that did not close cleanly
+        _move_tree(self.workdir, inside)
+        original = self._res.moved[0] if self._res.moved is not None else self.workdir
+        self._res.moved = (original, inside)
+        self.workdir = inside
+
     def _new_child(self) -> _Child:
         if self.warm:
             zygote = self._res.zygote
             if not zygote.alive():  # it should not end (no student code runs in it): start another
-                zygote = _lease_zygote(zygote.level, zygote.preload, {k: v for k, v in zygote.key[2]})
+                zygote = _lease_zygote(zygote.level, zygote.preload, zygote.base_env)
                 if self._res.moved is not None:
-                    inside = zygote.scratch / "work"
-                    _move_tree(self.workdir, inside)
-                    self._res.moved = (self._res.moved[0], inside)
-                    self.workdir = inside
+                    self._move_workdir_into(zygote)
                 self._res.zygote.close()
                 self._res.zygote = zygote
             bubblewrap = self.isolation == "bubblewrap"

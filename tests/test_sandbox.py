@@ -64,10 +64,7 @@ def _zygote_students() -> list[int]:
     for zygote in sandbox._all_zygotes:
         if zygote.proc.poll() is not None:
             continue
-        top = zygote.proc.pid
-        if zygote.level == "bubblewrap":  # bwrap -> its pid-1 reaper -> the zygote
-            for _ in range(2):
-                top = (sandbox._children(top) or [-1])[0]
+        top = sandbox._python_of(zygote.proc.pid, zygote.level)
         pids += [pid for pid in sandbox._descendants(top) if _alive(pid)] if top > 0 else []
     return pids
 
@@ -449,12 +446,13 @@ def test_forked_daemon_dies_with_the_sandbox(open_sandbox, marker, level):
         assert not _alive(daemon_pid)
 
 
-def test_fork_bomb_is_bounded_and_cleaned_up(open_sandbox, marker, level):
-    sb = open_sandbox("""
+def fork_bomb(children: int) -> str:
+    """A cell defining bomb(): forks up to `children` sleepers (each gone after 20 s anyway); returns how many."""
+    return textwrap.dedent(f"""
         import os, time
         def bomb():
             n = 0
-            for _ in range(50):  # at most 50 children, each gone after 20 s anyway
+            for _ in range({children}):
                 try:
                     pid = os.fork()
                 except OSError:
@@ -464,7 +462,11 @@ def test_fork_bomb_is_bounded_and_cleaned_up(open_sandbox, marker, level):
                     os._exit(0)
                 n += 1
             return n
-    """, limits=SandboxLimits(call_timeout=10, memory_mb=1024, processes=_nobody_tasks() + 30))
+    """)
+
+
+def test_fork_bomb_is_bounded_and_cleaned_up(open_sandbox, marker, level):
+    sb = open_sandbox(fork_bomb(50), limits=SandboxLimits(call_timeout=10, memory_mb=1024, processes=_nobody_tasks() + 30))
     forked = sb.call("bomb")
     if level == "bubblewrap" and AS_ROOT:
         assert forked < 40  # RLIMIT_NPROC holds for uid 65534 (give or take other sandboxes coming and going)
@@ -692,21 +694,7 @@ def test_bubblewrap_hides_the_machine(tmp_path, monkeypatch, marker, warm):
 def test_start_waits_out_another_students_fork_bomb(tmp_path, monkeypatch, marker):
     """uid 65534's process limit is shared: a bomb in one sandbox must only delay the start of another."""
     monkeypatch.setenv("AUTOGRADER_ISOLATION", "bubblewrap")
-    bomb = textwrap.dedent("""
-        import os, time
-        def bomb():
-            n = 0
-            for _ in range(60):
-                try:
-                    pid = os.fork()
-                except OSError:
-                    break
-                if pid == 0:
-                    time.sleep(20)
-                    os._exit(0)
-                n += 1
-            return n
-    """)
+    bomb = fork_bomb(60)
     limits = SandboxLimits(call_timeout=10, memory_mb=1024, processes=_nobody_tasks() + 40)
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
