@@ -297,7 +297,7 @@ def grade_batch(submissions_dir: Path, options: GradeOptions, jobs: int = 1, res
         progress.update(student, document)
 
     if scheduler:
-        _grade_on_dask(pending, options, scheduler, jobs, finished)
+        _grade_on_dask(submissions_dir, pending, options, scheduler, jobs, finished)
     else:
         _grade_locally(pending, options, jobs, finished)
     progress.close()
@@ -355,11 +355,16 @@ def pack_folder(folder: Path) -> list[tuple[str, str, bytes]]:
     return entries
 
 
+def _within(rel: str) -> bool:
+    """Whether a relative path from elsewhere stays inside the folder it is joined to."""
+    return not Path(rel).is_absolute() and ".." not in Path(rel).parts
+
+
 def unpack_folder(entries: list[tuple[str, str, bytes]], dest: Path) -> None:
     dest.mkdir(parents=True, exist_ok=True)
     for rel, kind, data in entries:
         path = dest / rel
-        if ".." in Path(rel).parts or Path(rel).is_absolute():
+        if not _within(rel):
             raise ValueError(f"refusing to unpack {rel!r} outside the folder")
         path.parent.mkdir(parents=True, exist_ok=True)
         if kind == "dir":
@@ -387,13 +392,12 @@ def grade_remote(student: str, entries: list, inner: str, options: GradeOptions)
 
 def _write_remote_results(out_dir: Path, files: dict[str, bytes]) -> dict:
     for name in sorted(files, key=lambda n: n == RESULTS_FILE):  # results.json last, as locally
-        if ".." in Path(name).parts or Path(name).is_absolute():
-            continue
-        write_atomic_bytes(out_dir / name, files[name])
+        if _within(name):
+            write_atomic_bytes(out_dir / name, files[name])
     return json.loads(files[RESULTS_FILE])
 
 
-def _grade_on_dask(pending: list, options: GradeOptions, scheduler: str, jobs: int, finished) -> None:
+def _grade_on_dask(root: Path, pending: list, options: GradeOptions, scheduler: str, jobs: int, finished) -> None:
     """Submissions spread over a Dask distributed cluster (`scheduler`: its address, or "local" for a LocalCluster
     of `jobs` processes here). Each worker process keeps its own grader session and warm sandbox, as a local
     worker does; at most a few submissions per worker are in flight, so memory stays flat for large classes."""
@@ -404,20 +408,22 @@ def _grade_on_dask(pending: list, options: GradeOptions, scheduler: str, jobs: i
     try:
         with Client(cluster if cluster is not None else scheduler) as client:
             workers = max(1, len(client.scheduler_info().get("workers", {})))
-            queue = list(pending)
+            waiting = iter(pending)
             running = as_completed()
             students = {}
 
             def submit_next():
-                sub = queue.pop(0)
-                entry = sub.folder if sub.folder.name == sub.student else sub.folder.parent
+                sub = next(waiting, None)
+                if sub is None:
+                    return
+                entry = root / sub.student  # the whole student folder: nbgrader's timestamp.txt sits above
                 future = client.submit(grade_remote, sub.student, pack_folder(entry),
                                        str(sub.folder.relative_to(entry)), options, pure=False,
                                        key=f"grade-{sub.student}-{os.urandom(4).hex()}")
                 students[future.key] = sub.student
                 running.add(future)
 
-            for _ in range(min(len(queue), 4 * workers)):
+            for _ in range(4 * workers):
                 submit_next()
             for future in running:
                 student = students.pop(future.key)
@@ -427,8 +433,7 @@ def _grade_on_dask(pending: list, options: GradeOptions, scheduler: str, jobs: i
                     document = crash_document(student, options, traceback.format_exc())
                 future.release()
                 finished(student, document)
-                if queue:
-                    submit_next()
+                submit_next()
     finally:
         if cluster is not None:
             cluster.close()

@@ -12,6 +12,8 @@ import io
 
 import numpy as np
 
+from autograder.sandbox import StudentCrashed, StudentTimeout
+
 PUBLIC_SEED = 2024  # shown on the page: these inputs are public
 
 
@@ -199,8 +201,6 @@ class _StopAfterTrouble:
         function = getattr(self._student, name)
 
         def call(*args, **kwargs):
-            from autograder.sandbox import StudentCrashed, StudentTimeout
-
             if self._trouble:
                 raise RuntimeError(self._trouble)
             try:
