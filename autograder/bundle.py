@@ -6,7 +6,8 @@ The zip holds, at its top level:
                       Python 3.11, a virtualenv at /autograder/venv with the kit installed (editable) from source/
     run_autograder    run for every submission: `python -m autograder.gradescope_run` with that virtualenv
     source/           what the engine needs and nothing else: the autograder package (graders included),
-                      solutions/<assignment>/ (the reference is loaded from it), course.yml, pyproject.toml, README.md
+                      solutions/<assignment>/ (the reference is loaded from it), the release <assignment>/ (the
+                      canary grades it before each submission), course.yml, pyproject.toml, README.md
 
 Gradescope extracts the zip into /autograder/source/ (and copies run_autograder to /autograder/run_autograder),
 so on Gradescope the kit sits at /autograder/source/source/; both scripts find it relative to themselves.
@@ -78,6 +79,13 @@ def build_gradescope_bundle(course: Course, assignment_id: str, dest_zip: Path, 
         raise BundleError(f"{solutions} lacks {', '.join(missing)} (listed in {course_file.name})")
     for path in solution_files:
         files[f"{KIT_DIR}/{course.solutions_dir}/{assignment.id}/{path.relative_to(solutions).as_posix()}"] = \
+            path.read_bytes()
+    # The release too: before grading, the canary grades the untouched release (it must score 0).
+    release = root / course.release_dir / assignment.id
+    if not release.is_dir():
+        raise BundleError(f"no release folder {release}: run `autograder release` (the canary grades it)")
+    for path in _package_files(release):
+        files[f"{KIT_DIR}/{course.release_dir}/{assignment.id}/{path.relative_to(release).as_posix()}"] = \
             path.read_bytes()
 
     files[f"{KIT_DIR}/course.yml"] = course_file.read_bytes()

@@ -92,7 +92,12 @@ def build_class_command(spec: Path, dest: Path, assignment: str, course_file: Pa
 @course_option
 def grade(submissions: Path, out: Path, jobs: int, timeout: float | None, resume: bool, gradebook: Path | None,
           executor: str, scheduler: str | None, assignment: str, course_file: Path):
-    """Grade every student folder in SUBMISSIONS (flat, or nbgrader's <student>/<assignment>/ layout)."""
+    """Grade every student folder in SUBMISSIONS (flat, or nbgrader's <student>/<assignment>/ layout).
+
+    Before any student, the same workers grade the reference solution and the untouched release (the canary):
+    unless they score full marks and 0, nothing is graded and the command exits 1 with the first errors met
+    (e.g. torch cannot be imported under the memory limit)."""
+    from autograder.canary import CanaryFailed
     from autograder.grade import GradeOptions, grade_batch
     from autograder.sandbox import isolation_level
 
@@ -111,11 +116,15 @@ def grade(submissions: Path, out: Path, jobs: int, timeout: float | None, resume
         click.echo("warning: bubblewrap is not available here: student code runs as separate processes with "
                    "resource limits only (no filesystem or network isolation). Install bubblewrap for full isolation.",
                    err=True)
-    options = GradeOptions(spec, out, timeout or spec.limits.timeout_seconds, isolation)
-    summary = grade_batch(submissions, options, jobs=jobs, resume=resume, scheduler=scheduler)
+    options = GradeOptions(spec, out, timeout or spec.limits.timeout_seconds, isolation, course=course)
+    try:
+        summary = grade_batch(submissions, options, jobs=jobs, resume=resume, scheduler=scheduler)
+    except CanaryFailed as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
     click.echo(f"Graded {summary['students']} submissions of {spec.id} in {summary['wall_seconds']:.1f} s "
                f"(isolation: {isolation}); mean {summary['mean_score']} / {summary['max_score']:g}, "
-               f"{summary['full_marks']} full marks, {summary['zero']} zero.")
+               f"{summary['full_marks']} full marks, {summary['zero']} zero. Canary: {summary['canary']}.")
     if summary["grader_errors"]:
         click.echo(f"Grader errors for: {', '.join(summary['grader_errors'])} (see OUT/<student>/grader_errors.txt)",
                    err=True)

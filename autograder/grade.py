@@ -16,6 +16,7 @@ import json
 import math
 import multiprocessing
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -23,7 +24,7 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from autograder.course import Assignment
+from autograder.course import Assignment, Course
 
 GRADERS_DIR = Path(__file__).resolve().parent / "graders"
 RESULTS_FILE = "results.json"
@@ -35,6 +36,7 @@ class GradeOptions:
     out: Path
     timeout: float        # wall clock for one submission
     isolation: str        # what the sandbox uses: "bubblewrap" or "process"
+    course: Course | None = None  # for the canaries' submissions (solutions/ and the release); None: course.yml
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -227,7 +229,8 @@ def write_grades_csv(out: Path, tally: ClassTally) -> Path:
     return path
 
 
-def write_summary(out: Path, tally: ClassTally, options: GradeOptions, seconds: float) -> dict:
+def write_summary(out: Path, tally: ClassTally, options: GradeOptions, seconds: float,
+                  canary: str = "not run") -> dict:
     scores = [score for score, _, _ in tally.students.values()]
     summary = {
         "assignment": options.assignment.id,
@@ -238,6 +241,7 @@ def write_summary(out: Path, tally: ClassTally, options: GradeOptions, seconds: 
         "zero": sum(1 for s in scores if s == 0),
         "isolation": options.isolation,
         "wall_seconds": round(seconds, 2),
+        "canary": canary,
         "grader_errors": sorted(s for s in tally.students if (out / s / "grader_errors.txt").exists()),
     }
     write_atomic(out / "summary.json", json.dumps(summary, indent=2))
@@ -274,9 +278,12 @@ class Progress:
 
 
 def grade_batch(submissions_dir: Path, options: GradeOptions, jobs: int = 1, resume: bool = False,
-                scheduler: str | None = None) -> dict:
+                scheduler: str | None = None, canary: bool = True) -> dict:
     """Grade every submission folder; `scheduler` (a Dask scheduler address, or "local") spreads the work over a
-    Dask cluster instead of `jobs` worker processes here."""
+    Dask cluster instead of `jobs` worker processes here.
+
+    Before any student, the same workers grade the canaries (the reference solution and the untouched release,
+    autograder/canary.py): if either does not get its known score, CanaryFailed is raised and nobody is graded."""
     from autograder.submission import find_submissions
 
     started = time.monotonic()
@@ -290,30 +297,73 @@ def grade_batch(submissions_dir: Path, options: GradeOptions, jobs: int = 1, res
             tally.add(sub.student, previous)
         else:
             pending.append(sub)
+    canaries = _Canaries(options) if canary and pending else None
     progress = Progress(len(pending))
 
     def finished(student: str, document: dict) -> None:
         tally.add(student, document)
         progress.update(student, document)
 
-    if scheduler:
-        _grade_on_dask(submissions_dir, pending, options, scheduler, jobs, finished)
-    else:
-        _grade_locally(pending, options, jobs, finished)
-    progress.close()
+    try:
+        if scheduler:
+            _grade_on_dask(submissions_dir, pending, options, scheduler, jobs, finished, canaries)
+        else:
+            _grade_locally(pending, options, jobs, finished, canaries)
+    finally:
+        progress.close()
+        if canaries is not None:
+            canaries.cleanup()
     write_grades_csv(options.out, tally)
-    return write_summary(options.out, tally, options, time.monotonic() - started)
+    return write_summary(options.out, tally, options, time.monotonic() - started,
+                         canaries.verdict if canaries is not None else "not run")
+
+
+class _Canaries:
+    """The reference and the untouched release, built in a scratch folder, graded like students (see canary.py).
+    Their results stay in the scratch folder; it is kept when the canary fails, for the instructor to look at."""
+
+    def __init__(self, options: GradeOptions):
+        from autograder.canary import build_canaries
+        from autograder.course import load_course
+
+        self.scratch = Path(tempfile.mkdtemp(prefix="vg-canary-"))
+        self.options = dataclasses.replace(options, out=self.scratch / "out")
+        course = options.course or load_course()
+        self.folders = build_canaries(course, options.assignment.id, self.scratch / "submissions")
+        self.verdict = "not run"
+        self.failed = False
+
+    def check(self, documents: dict[str, dict], where: str = "") -> None:
+        """Raises CanaryFailed unless the canaries got their known scores."""
+        from autograder.canary import CanaryFailed, failure_message, judge
+
+        problems = judge(documents, self.options.assignment)
+        if problems:
+            self.failed = True
+            raise CanaryFailed(failure_message(problems, where) + f"\nThe canaries' results and feedback pages: "
+                               f"{self.options.out}")
+        self.verdict = "passed: " + ", ".join(f"{name} {documents[name]['score']:g}" for name in sorted(documents))
+
+    def cleanup(self) -> None:
+        if not self.failed:
+            shutil.rmtree(self.scratch, ignore_errors=True)
 
 
 # ------------------------------------------------------------------------------------------- executors
-def _grade_locally(pending: list, options: GradeOptions, jobs: int, finished) -> None:
+def _grade_locally(pending: list, options: GradeOptions, jobs: int, finished, canaries: "_Canaries | None") -> None:
     """Worker processes on this machine, spawned fresh (no state inherited from this process); each grades
-    students one after another, with its own grader session and warm sandbox."""
+    students one after another, with its own grader session and warm sandbox. The canaries go first, to the
+    same workers."""
     context = multiprocessing.get_context("spawn")
     remaining = {sub.student: sub for sub in pending}
     attempts = {sub.student: 0 for sub in pending}
     while remaining:
         with concurrent.futures.ProcessPoolExecutor(max_workers=max(1, jobs), mp_context=context) as pool:
+            if canaries is not None:
+                runs = {name: pool.submit(_grade_in_worker, name, str(folder), canaries.options)
+                        for name, folder in canaries.folders.items()}
+                canaries.check({name: run.result() for name, run in runs.items()})
+                canaries = None  # once per batch: every local worker runs in the same environment
             futures = {pool.submit(_grade_in_worker, s.student, str(s.folder), options): s.student
                        for s in remaining.values()}
             try:
@@ -397,17 +447,34 @@ def _write_remote_results(out_dir: Path, files: dict[str, bytes]) -> dict:
     return json.loads(files[RESULTS_FILE])
 
 
-def _grade_on_dask(root: Path, pending: list, options: GradeOptions, scheduler: str, jobs: int, finished) -> None:
+def canaries_remote(options: GradeOptions) -> dict[str, dict]:
+    """Runs on a Dask worker: grades the canaries built from the worker's own checkout, in that worker (its own
+    environment, sandbox and limits); returns their results documents."""
+    from autograder.sandbox import isolation_level
+
+    canaries = _Canaries(dataclasses.replace(options, isolation=isolation_level()))
+    try:
+        return {name: _grade_in_worker(name, str(folder), canaries.options)
+                for name, folder in canaries.folders.items()}
+    finally:
+        shutil.rmtree(canaries.scratch, ignore_errors=True)
+
+
+def _grade_on_dask(root: Path, pending: list, options: GradeOptions, scheduler: str, jobs: int, finished,
+                   canaries: "_Canaries | None") -> None:
     """Submissions spread over a Dask distributed cluster (`scheduler`: its address, or "local" for a LocalCluster
     of `jobs` processes here). Each worker process keeps its own grader session and warm sandbox, as a local
-    worker does; at most a few submissions per worker are in flight, so memory stays flat for large classes."""
+    worker does; at most a few submissions per worker are in flight, so memory stays flat for large classes.
+    Every worker first grades the canaries in its own environment; a worker that fails them takes no
+    submissions, and if every worker fails, CanaryFailed says why."""
     from distributed import Client, LocalCluster, as_completed
 
     cluster = LocalCluster(n_workers=max(1, jobs), threads_per_worker=1, processes=True,
                            dashboard_address=None) if scheduler == "local" else None
     try:
         with Client(cluster if cluster is not None else scheduler) as client:
-            workers = max(1, len(client.scheduler_info().get("workers", {})))
+            addresses = sorted(client.scheduler_info().get("workers", {}))
+            good = _dask_workers_passing_canaries(client, addresses, options, canaries) if canaries else addresses
             waiting = iter(pending)
             running = as_completed()
             students = {}
@@ -419,11 +486,12 @@ def _grade_on_dask(root: Path, pending: list, options: GradeOptions, scheduler: 
                 entry = root / sub.student  # the whole student folder: nbgrader's timestamp.txt sits above
                 future = client.submit(grade_remote, sub.student, pack_folder(entry),
                                        str(sub.folder.relative_to(entry)), options, pure=False,
-                                       key=f"grade-{sub.student}-{os.urandom(4).hex()}")
+                                       key=f"grade-{sub.student}-{os.urandom(4).hex()}",
+                                       workers=good or None, allow_other_workers=False)
                 students[future.key] = sub.student
                 running.add(future)
 
-            for _ in range(4 * workers):
+            for _ in range(4 * max(1, len(good))):
                 submit_next()
             for future in running:
                 student = students.pop(future.key)
@@ -437,3 +505,29 @@ def _grade_on_dask(root: Path, pending: list, options: GradeOptions, scheduler: 
     finally:
         if cluster is not None:
             cluster.close()
+
+
+def _dask_workers_passing_canaries(client, addresses: list[str], options: GradeOptions,
+                                   canaries: "_Canaries") -> list[str]:
+    """The workers whose canaries got their known scores; raises CanaryFailed when there is none."""
+    from autograder.canary import CanaryFailed
+
+    runs = {address: client.submit(canaries_remote, options, pure=False, workers=[address],
+                                   allow_other_workers=False, key=f"canary-{os.urandom(4).hex()}")
+            for address in addresses}
+    good, failures = [], []
+    for address, run in runs.items():
+        try:
+            canaries.check(run.result(), where=f"worker {address}")
+            good.append(address)
+        except CanaryFailed as exc:
+            failures.append(str(exc))
+            print(f"warning: Dask worker {address} failed the canary and takes no submissions:\n{exc}",
+                  file=sys.stderr)
+        except Exception as exc:  # the worker could not even run it (lost, no kit): it takes no submissions
+            failures.append(f"worker {address}: {type(exc).__name__}: {exc}")
+    if not good:
+        canaries.failed = True
+        raise CanaryFailed("\n".join(failures) if failures else "the Dask cluster has no workers")
+    canaries.failed = False
+    return good

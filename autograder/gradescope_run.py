@@ -179,7 +179,8 @@ def grade_submission(root: Path, assignment_id: str | None) -> dict:
         else:
             print(f"gradescope_run: files from {folder}", flush=True)
         out = Path(scratch) / "out"
-        options = GradeOptions(assignment, out, assignment.limits.timeout_seconds, isolation)
+        options = GradeOptions(assignment, out, assignment.limits.timeout_seconds, isolation, course=course)
+        check_canaries(course, options, Path(scratch) / "canary", kit)
         grade_one(student, str(folder), options)
         text = (out / student / RESULTS_FILE).read_text(encoding="utf-8")
         document = json.loads(text)
@@ -187,6 +188,24 @@ def grade_submission(root: Path, assignment_id: str | None) -> dict:
         _print_file("student output", out / student / "output.txt")
         write_atomic(root / "results" / "results.json", text)
     return document
+
+
+def check_canaries(course, options, scratch: Path, kit: Path) -> None:
+    """Grades the reference and the untouched release here first (same sandbox, limits, image): if they do not
+    score full marks and 0, this image would grade wrongly, so the student is not graded (CanaryFailed)."""
+    import dataclasses
+
+    from autograder.canary import CanaryFailed, build_canaries, failure_message, judge
+    from autograder.grade import _grade_in_worker
+
+    canary_options = dataclasses.replace(options, out=scratch / "out")
+    folders = build_canaries(course, options.assignment.id, scratch / "submissions", root=kit)
+    documents = {name: _grade_in_worker(name, str(folder), canary_options) for name, folder in folders.items()}
+    problems = judge(documents, options.assignment)
+    if problems:
+        raise CanaryFailed(failure_message(problems, "this Gradescope image"))
+    print("gradescope_run: canary passed: " + ", ".join(f"{n} {d['score']:g}" for n, d in documents.items()),
+          flush=True)
 
 
 class Terminated(Exception):

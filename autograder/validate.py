@@ -158,8 +158,9 @@ def validate(course: Course, assignment_id: str, out: Path, corpus_dir: Path = C
             for name, (_, student) in cases.items():
                 build_student(name, student, course, assignment_id, submissions,
                               substitutions={"@PORT@": str(listener.port), "@REPO@": str(REPO_ROOT)})
-            options = GradeOptions(assignment, out, timeout or assignment.limits.timeout_seconds, isolation)
-            grade_batch(submissions, options, jobs=jobs)
+            options = GradeOptions(assignment, out, timeout or assignment.limits.timeout_seconds, isolation,
+                                   course=course)
+            grade_batch(submissions, options, jobs=jobs, canary=False)  # it grades the reference itself
     finally:
         listener.close()
 
