@@ -22,8 +22,10 @@ class CheckResult:
     message: str = ""
 
 
-def check_notebook(path: Path, limits: SandboxLimits = SandboxLimits()) -> tuple[list[CheckResult], list[str]]:
-    """(one result per public check cell, problems with the notebook itself)."""
+def check_notebook(path: Path, limits: SandboxLimits = SandboxLimits(),
+                   preload: tuple[str, ...] = ("numpy",)) -> tuple[list[CheckResult], list[str]]:
+    """(one result per public check cell, problems with the notebook itself); `preload`: the libraries the
+    grader's sandbox imports before student code (course.yml), so the check runs under the grader's limits."""
     problems: list[str] = []
     text = path.read_text(encoding="utf-8")
     units = _notebook_units(path, text, problems)
@@ -35,7 +37,7 @@ def check_notebook(path: Path, limits: SandboxLimits = SandboxLimits()) -> tuple
     with tempfile.TemporaryDirectory(prefix="vg-check-") as scratch:
         workdir = Path(scratch) / "work"
         private_copy(Submission("self-check", path.parent), workdir)  # later parts load earlier notebooks
-        with Sandbox(workdir, units, limits) as sandbox:
+        with Sandbox(workdir, units, limits, preload=preload) as sandbox:
             failures = {r["index"]: r["error"] for r in sandbox.load_report if r.get("file") == path.name}
     results = [CheckResult(name, index not in failures, failures.get(index, "")) for index, name in checks.items()]
     return results, problems

@@ -152,12 +152,13 @@ def check(notebooks: tuple[Path, ...], course_file: Path):
     from autograder.check import check_notebook, format_results
     from autograder.sandbox import SandboxLimits
 
-    limits = _load(course_file).assignments[0].limits
+    assignment = _load(course_file).assignments[0]
+    limits = assignment.limits
     sandbox_limits = SandboxLimits(call_timeout=limits.call_timeout_seconds, unit_timeout=limits.cell_timeout_seconds,
                                    memory_mb=limits.memory_mb)
     failed = False
     for notebook in notebooks:
-        results, problems = check_notebook(notebook, sandbox_limits)
+        results, problems = check_notebook(notebook, sandbox_limits, tuple(assignment.preload))
         click.echo(format_results(notebook, results, problems))
         failed |= bool(problems) or not all(r.passed for r in results)
     if failed:

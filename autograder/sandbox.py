@@ -119,7 +119,7 @@ class InvalidResult(StudentError):
 class SandboxLimits:
     call_timeout: float = 10.0  # wall clock for one call, seconds
     unit_timeout: float = 60.0  # wall clock for loading one cell or file (an `import torch` on a busy machine)
-    memory_mb: int = 2048  # RLIMIT_AS (torch needs ~640 MB just to import)
+    memory_mb: int = 2048  # what student code may use beyond the preloaded libraries (see _limit_memory)
     cpu_seconds: int = 120  # RLIMIT_CPU per process (soft = hard, so it cannot be caught)
     output_bytes: int = 262144  # student stdout+stderr kept
     file_bytes: int = 64 * 2**20  # RLIMIT_FSIZE: largest file the student may write
@@ -305,8 +305,9 @@ def _bwrap_command(workdir: Path, worker_source: bytes, tmp_bytes: int,
                    with_seccomp: bool, zygote: bool = False) -> tuple[list[str], tuple[int, ...]]:
     """bwrap [+ setpriv] command prefix: an allow-list filesystem, no network, drop to nobody.
 
-    For a zygote (root only), `workdir` appears at SANDBOX_HOME instead, and the zygote keeps uid 0 with only the
-    capabilities it needs to give each student a fresh mount namespace and then drop to nobody (ZYGOTE_CAPS).
+    For a zygote, `workdir` appears at SANDBOX_HOME instead, and the zygote keeps only the capabilities it needs to
+    give each student fresh mount and pid namespaces and then drop them (and, as root, become nobody): ZYGOTE_CAPS,
+    held as root, or for a normal user inside bubblewrap's user namespace.
     Also returns the file descriptors bwrap reads (the worker's source, the seccomp filter): pass them to one
     child (bwrap reads them to the end), then close them."""
     worker_fd = _data_fd(worker_source)  # becomes a read-only /sandbox/worker.py (--ro-bind-data)
@@ -371,8 +372,9 @@ except (OSError, AttributeError):  # not Linux
 
 def _rlimits(limits: SandboxLimits) -> list[tuple[int, int]]:
     """(resource, value) pairs for the student process, never above this process's own hard limits."""
-    mb = 2**20
-    wanted = [(resource.RLIMIT_AS, limits.memory_mb * mb), (resource.RLIMIT_CPU, limits.cpu_seconds),
+    # Memory limits are set by the student process itself, relative to what its preloaded libraries map
+    # (sandbox_worker._limit_memory): bwrap, setpriv and python's own start need none.
+    wanted = [(resource.RLIMIT_CPU, limits.cpu_seconds),
               (resource.RLIMIT_FSIZE, limits.file_bytes), (resource.RLIMIT_NOFILE, limits.open_files),
               (resource.RLIMIT_NPROC, limits.processes), (resource.RLIMIT_CORE, 0)]
     capped = []
@@ -792,13 +794,14 @@ _zygote_trouble: str | None = None  # why warm starts are off in this process, o
 
 
 def warm_available(level: str) -> bool:
-    """Whether sandboxes here fork from a zygote: Linux with pidfds, and bubblewrap as root or the process level.
+    """Whether sandboxes here fork from a zygote: Linux with pidfds (where a zygote then fails to start, e.g.
+    user namespaces are disabled for a normal user, _prepare turns warm starts off and says so).
     AUTOGRADER_WARM=0 turns it off (each student process then starts from scratch)."""
     if os.environ.get("AUTOGRADER_WARM", "1").strip() == "0" or _zygote_trouble is not None:
         return False
     if not sys.platform.startswith("linux") or not hasattr(os, "pidfd_open") or not hasattr(socket, "send_fds"):
         return False
-    return level == "process" or (level == "bubblewrap" and os.geteuid() == 0)
+    return level in ("process", "bubblewrap")  # not root: the zygote holds its capabilities in a user namespace
 
 
 def _zygote_key(level: str, preload: tuple[str, ...], env: dict[str, str]) -> tuple:
@@ -1332,7 +1335,8 @@ class Sandbox:
             self._workdir_inside = str(self.workdir)
         # python -S: the worker takes the import path from here (see sandbox_worker._setup_paths).
         self._config = {"prefix": sys.prefix, "exec_prefix": sys.exec_prefix, "path": _child_path(),
-                        "reply_limit": self.limits.reply_bytes}
+                        "reply_limit": self.limits.reply_bytes, "preload": list(self.preload),
+                        "memory_bytes": self.limits.memory_mb * 2**20}
         self._env = {**base_env, "HOME": home, "TMPDIR": tmp, **self.extra_env, MARKER_VAR: self._marker}
 
     def _move_workdir_into(self, zygote: _Zygote) -> None:
@@ -1355,7 +1359,7 @@ class Sandbox:
                 self._res.zygote.close()
                 self._res.zygote = zygote
             bubblewrap = self.isolation == "bubblewrap"
-            request = {"rlimits": _rlimits(self.limits), "uid": NOBODY if bubblewrap and os.geteuid() == 0 else None,
+            request = {"rlimits": _rlimits(self.limits), "memory_bytes": self.limits.memory_mb * 2**20, "uid": NOBODY if bubblewrap and os.geteuid() == 0 else None,
                        "cwd": self._workdir_inside, "env": self._env, "reply_limit": self.limits.reply_bytes,
                        "namespaces": bubblewrap, "tmp_bytes": 4 * self.limits.file_bytes,
                        "under_tmp": [d for d in _python_dirs() if d.startswith("/tmp/")]}

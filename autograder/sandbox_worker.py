@@ -363,26 +363,69 @@ def _setup_paths(config):
     site.sethelper()
 
 
+def _preload(names):
+    """Imports the course's libraries before any student code (a zygote once, a cold worker at its start)."""
+    for name in names:
+        try:
+            __import__(name)
+        except BaseException as exc:  # a course without torch, say: its students import what they need
+            print(f"sandbox: could not preload {name}: {type(exc).__name__}: {exc}", file=sys.stderr)
+
+
+def _limit_memory(memory_bytes):
+    """Memory limits of this process, set after the preloaded libraries are mapped and before any student code.
+
+    `memory_bytes` is what the student's code may use on top of them. RLIMIT_DATA bounds the heap and every
+    private writable mapping (numpy arrays, Python objects): memory the process really uses, whatever the
+    libraries map read-only (the CUDA build of torch maps gigabytes of code it never touches, which an
+    address-space limit of the same size would refuse). RLIMIT_AS stays as a backstop for the rest (shared
+    anonymous mappings) at twice the allowance. Both are soft = hard: student code cannot raise them.
+    """
+    import resource
+
+    status = {}
+    with open("/proc/self/status") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            if key in ("VmData", "VmSize"):
+                status[key] = int(value.split()[0]) * 1024
+    for res, base, allowance in ((resource.RLIMIT_DATA, status["VmData"], memory_bytes),
+                                 (resource.RLIMIT_AS, status["VmSize"], 2 * memory_bytes)):
+        value = base + allowance
+        hard = resource.getrlimit(res)[1]
+        if hard != resource.RLIM_INFINITY:
+            value = min(value, hard)
+        resource.setrlimit(res, (value, value))
+
+
 # ------------------------------------------------------------------------------------------------ zygote
 # A warm parent: `python -I -S worker.py --zygote CONTROL_FD CONFIG` imports the course's libraries (numpy, torch,
 # matplotlib: never student code, references or graders) once, then forks a fresh student process per request:
 #
-#   zygote (pays the imports once) --fork--> keeper --fork--> student worker (serves the requests above)
+#   zygote (pays the imports once) --fork--> keeper --fork--> init (pid 1) --fork--> student worker (pid 2)
+#                                                   (without namespaces: keeper --fork--> student worker)
 #
 # The keeper gives the student a world of its own and cleans up after it. It becomes a child subreaper, so every
 # process the student starts (double forks and setsid daemons included) stays its descendant; under bubblewrap it
-# also enters a new mount and IPC namespace with a fresh /tmp and /dev/shm, so files and shared memory die with it.
-# The student worker then drops to nobody with no capabilities and sets its rlimits. When the worker ends, or the
-# grader closes the kill pipe, the keeper kills every descendant, reports the worker's exit status and rusage on
-# the status pipe, and exits; the status pipe's end of file tells the grader that nothing of the student is left.
-# The keeper and zygote run as root without most capabilities under bubblewrap: the student (uid 65534) cannot
-# signal, trace or write to them, and never receives the zygote's control socket.
+# also enters new mount, IPC and pid namespaces with a fresh /tmp and /dev/shm, so files and shared memory die
+# with it. In the new pid namespace a small init (pid 1, our code, no student code) mounts a /proc that shows only
+# that namespace, forks the student worker and reaps; when the worker ends, init reports its status and exits, and
+# the kernel kills whatever else is left in the namespace. The student worker sets its rlimits and drops every
+# capability (and, when the grader runs as root, becomes nobody). When the worker ends, or the grader closes the
+# kill pipe, the keeper kills every descendant, reports the worker's exit status and rusage on the status pipe,
+# and exits; the status pipe's end of file tells the grader that nothing of the student is left.
+# As root, the zygote and keeper run as root with a few capabilities and the student as nobody. As a normal user,
+# bubblewrap puts the zygote in a user namespace of its own (uid 65534 inside, the grader's uid outside) where it
+# holds those capabilities; the student has the same uid but no capability and a pid namespace of its own, so it
+# can neither see nor signal the zygote or keeper (init ignores what it cannot handle), and cannot trace them
+# (they hold capabilities it lacks). Either way the student never receives the zygote's control socket.
 
 _PR_SET_PDEATHSIG, _PR_SET_DUMPABLE, _PR_CAPBSET_DROP = 1, 4, 24
 _PR_SET_NO_NEW_PRIVS, _PR_SET_CHILD_SUBREAPER, _PR_CAP_AMBIENT = 38, 36, 47
-_CLONE_NEWNS, _CLONE_NEWIPC = 0x00020000, 0x08000000
+_CLONE_NEWNS, _CLONE_NEWIPC, _CLONE_NEWPID = 0x00020000, 0x08000000, 0x20000000
+_PR_SET_SECUREBITS, _SECUREBITS_LOCKED_NOROOT = 28, 0x2F  # NOROOT, NO_SETUID_FIXUP and KEEP_CAPS off, all locked
 _MS_RDONLY, _MS_NOSUID, _MS_NODEV, _MS_REMOUNT, _MS_BIND = 1, 2, 4, 32, 4096
-_MS_REC, _MS_PRIVATE = 16384, 1 << 18
+_MS_REC, _MS_PRIVATE, _MS_NOEXEC = 16384, 1 << 18, 8
 
 
 def _libc():
@@ -436,9 +479,10 @@ def _kill_descendants():
 
 
 def _private_mounts(libc, tmp_bytes, under_tmp):
-    """A mount and IPC namespace of the keeper's own: new, empty /tmp and /dev/shm, gone with the student.
+    """Mount, IPC and pid namespaces of the keeper's own: new, empty /tmp and /dev/shm, gone with the student
+    (the keeper's next child is pid 1 of the new pid namespace).
     `under_tmp`: read-only folders the sandbox shows below /tmp (a virtualenv in /tmp, say), shown again on top."""
-    _check(libc.unshare(_CLONE_NEWNS | _CLONE_NEWIPC), "unshare")
+    _check(libc.unshare(_CLONE_NEWNS | _CLONE_NEWIPC | _CLONE_NEWPID), "unshare")  # pid: for our next child
     _check(libc.mount(b"none", b"/", None, _MS_REC | _MS_PRIVATE, None), "mount --make-rprivate /")
     old_tmp = os.open("/tmp", os.O_PATH | os.O_DIRECTORY)  # still reaches what the new /tmp covers
     for path, size in ((b"/tmp", tmp_bytes), (b"/dev/shm", max(tmp_bytes // 4, 1 << 20))):
@@ -454,16 +498,30 @@ def _private_mounts(libc, tmp_bytes, under_tmp):
 
 
 def _drop_privileges(libc, uid):
-    """Become uid (and its group) with no capabilities, none to regain (bounding set, ambient, no_new_privs)."""
+    """Drop every capability, with none to regain (bounding set, ambient, securebits, no_new_privs); and become
+    uid (and its group) when given: as root, nobody. In a user namespace (a grader that is not root) the uid
+    stays: the only one mapped."""
     for cap in range(64):
         if libc.prctl(_PR_CAPBSET_DROP, cap, 0, 0, 0) != 0:
             break  # EINVAL past the last capability this kernel knows
     libc.prctl(_PR_CAP_AMBIENT, 4, 0, 0, 0)  # PR_CAP_AMBIENT_CLEAR_ALL
-    os.setgroups([])
-    os.setresgid(uid, uid, uid)
-    os.setresuid(uid, uid, uid)  # leaving uid 0 clears the permitted and effective capabilities
+    libc.prctl(_PR_SET_SECUREBITS, _SECUREBITS_LOCKED_NOROOT, 0, 0, 0)  # uid 0 gains nothing on exec, ever
+    if uid is not None:
+        os.setgroups([])
+        os.setresgid(uid, uid, uid)
+        os.setresuid(uid, uid, uid)  # leaving uid 0 clears the permitted and effective capabilities
+    _clear_capabilities(libc)
     _check(libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
     libc.prctl(_PR_SET_DUMPABLE, 1, 0, 0, 0)  # as after an exec: the student may read its own /proc entries
+
+
+def _clear_capabilities(libc):
+    """capset(2) with empty effective, permitted and inheritable sets (for a uid that keeps its capabilities)."""
+    import ctypes
+
+    header = (ctypes.c_uint32 * 2)(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3, this process
+    data = (ctypes.c_uint32 * 6)()  # two {effective, permitted, inheritable} words, all zero
+    _check(libc.capset(header, data), "capset")
 
 
 def _run_student(req, fds, libc):
@@ -481,7 +539,8 @@ def _run_student(req, fds, libc):
     libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)  # die with the keeper
     for res, value in req["rlimits"]:
         resource.setrlimit(res, (value, value))  # soft = hard: student code cannot raise them
-    if req["uid"] is not None:
+    _limit_memory(req["memory_bytes"])
+    if req["namespaces"]:
         _drop_privileges(libc, req["uid"])
     os.chdir(req["cwd"])
     os.environ.clear()
@@ -489,6 +548,37 @@ def _run_student(req, fds, libc):
     sys.path[0] = req["cwd"]
     sys.argv[1:] = ["3", "4"]  # as a worker started from scratch: the request and reply fds
     Worker(3, 4, req["reply_limit"]).serve()  # sys.stdout and sys.stderr write to fds 1 and 2: now the student's
+
+
+def _init(req, fds, libc, report_fd):
+    """pid 1 of the student's pid namespace (our code, never student code): a /proc of this namespace only, the
+    student worker as pid 2, then reap everything; when the worker ends, report its status and rusage on
+    report_fd and exit, which makes the kernel kill whatever the student left in the namespace."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # pid 1 gets only signals it handles: handle none
+    # Best effort: without it the student sees the zygote's /proc, where it can reach nothing (other pid
+    # namespace, capabilities it lacks).
+    libc.mount(b"proc", b"/proc", b"proc", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC, None)
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(report_fd)
+            _run_student(req, fds, libc)
+        finally:
+            os._exit(70)
+    for fd in fds:
+        os.close(fd)
+    libc.prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)
+    while True:
+        try:
+            done, status, usage = os.wait4(-1, 0)
+        except ChildProcessError:
+            os._exit(0)
+        if done == pid:
+            os.write(report_fd, ("exit %d %r %r %d\n" % (status, usage.ru_utime, usage.ru_stime,
+                                                          usage.ru_maxrss)).encode())
+            os._exit(0)
 
 
 def _keeper(req, fds, libc):
@@ -499,18 +589,25 @@ def _keeper(req, fds, libc):
     request_fd, reply_fd, out_fd, status_fd, kill_fd = fds
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # the zygote ignores it; we wait for our children
     libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    report_r = report_w = -1
     if req["namespaces"]:
         _private_mounts(libc, req["tmp_bytes"], req["under_tmp"])
+        report_r, report_w = os.pipe()
     pid = os.fork()
     if pid == 0:
         try:
             os.close(status_fd)
             os.close(kill_fd)
-            _run_student(req, (request_fd, reply_fd, out_fd), libc)
+            if report_w >= 0:
+                os.close(report_r)
+                _init(req, (request_fd, reply_fd, out_fd), libc, report_w)
+            else:
+                _run_student(req, (request_fd, reply_fd, out_fd), libc)
         finally:
             os._exit(70)
-    for fd in (request_fd, reply_fd, out_fd):
-        os.close(fd)
+    for fd in (request_fd, reply_fd, out_fd, report_w):
+        if fd >= 0:
+            os.close(fd)
     poller = select.poll()
     poller.register(kill_fd, select.POLLIN)
     worker_fd = os.pidfd_open(pid)
@@ -524,7 +621,14 @@ def _keeper(req, fds, libc):
         if done:
             status = (wait_status, usage.ru_utime, usage.ru_stime, usage.ru_maxrss)
     _kill_descendants()
-    os.write(status_fd, ("exit %d %r %r %d\n" % status).encode())
+    report = ("exit %d %r %r %d\n" % status).encode()
+    if report_r >= 0:  # init's report on the student worker, if it lived to send one
+        os.set_blocking(report_r, False)
+        try:
+            report = os.read(report_r, 4096) or report
+        except BlockingIOError:
+            pass
+    os.write(status_fd, report)
     os._exit(0)  # closing the status pipe: the student's processes are all gone
 
 
@@ -533,11 +637,7 @@ def zygote(control_fd, config):
     import signal
 
     _setup_paths(config)
-    for name in config["preload"]:
-        try:
-            __import__(name)
-        except BaseException as exc:  # a course without torch, say: its students import what they need
-            print(f"zygote: could not preload {name}: {type(exc).__name__}: {exc}", file=sys.stderr)
+    _preload(config["preload"])
     import resource  # noqa: F401  (used after fork: import it before)
 
     libc = _libc()
@@ -581,6 +681,8 @@ def main():
     request_fd, reply_fd = int(sys.argv[1]), int(sys.argv[2])
     config = marshal.loads(bytes.fromhex(sys.argv[3]))
     _setup_paths(config)
+    _preload(config["preload"])  # as a zygote would have: a cold student process sees the same libraries
+    _limit_memory(config["memory_bytes"])
     try:
         Worker(request_fd, reply_fd, config["reply_limit"]).serve()
     except BaseException:

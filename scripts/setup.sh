@@ -3,7 +3,8 @@
 #  - bubblewrap, for the grading sandbox, where apt-get is available (as root); without it grading falls back
 #    to process isolation and says so
 #  - Debian's chromium, for the test that opens the feedback pages in a headless browser
-#  - a Python 3.11 virtual environment in .venv with the kit and its pinned dependencies (torch==2.13.0, CPU)
+#  - a Python 3.11 virtual environment in .venv with the kit and its pinned dependencies (torch==2.13.0, its CPU-only
+#    build unless AUTOGRADER_TORCH=default: see below)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,9 +32,31 @@ fi
 
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 log=$(mktemp)
+
+# torch: the CPU-only build by default (about 200 MB; the default build from the package index is the CUDA one,
+# several GB, which grading does not use). AUTOGRADER_TORCH=cpu (default) tries, in order, a CPU wheel that pip
+# already knows of (its find-links or indexes), then torch's CPU wheel index, then falls back to the package
+# index's default build with a warning; AUTOGRADER_TORCH=default takes the package index's build directly.
+# Either build grades correctly (the canary checks it before every grading run).
+TORCH_VERSION=2.13.0
+TORCH_CPU_INDEX="${AUTOGRADER_TORCH_CPU_INDEX:-https://download.pytorch.org/whl/cpu}"
+pip_quiet() { .venv/bin/python -m pip install --quiet --disable-pip-version-check "$@" >>"$log" 2>&1; }
+if ! .venv/bin/python -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '$TORCH_VERSION')" 2>/dev/null; then
+  case "${AUTOGRADER_TORCH:-cpu}" in
+    cpu)
+      pip_quiet "torch==$TORCH_VERSION+cpu" \
+        || pip_quiet --timeout 30 --retries 1 --index-url "$TORCH_CPU_INDEX" "torch==$TORCH_VERSION+cpu" \
+        || { echo "setup: warning: torch's CPU-only build could not be installed (no local wheel, $TORCH_CPU_INDEX" \
+                  "not reachable); installing the package index's default build of torch $TORCH_VERSION instead" >&2
+             pip_quiet "torch==$TORCH_VERSION"; } ;;
+    default) pip_quiet "torch==$TORCH_VERSION" ;;
+    *) echo "setup: AUTOGRADER_TORCH must be cpu or default, not '$AUTOGRADER_TORCH'" >&2; exit 1 ;;
+  esac || { cat "$log" >&2; rm -f "$log"; exit 1; }
+fi
 if ! .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev]' >"$log" 2>&1; then
   grep -v "is ignored: it is neither" "$log" >&2; rm -f "$log"; exit 1
 fi
 rm -f "$log"
-.venv/bin/python -c 'import torch, nbgrader, numpy; print(f"setup: ready (torch {torch.__version__}, numpy {numpy.__version__})")'
+.venv/bin/python -c 'import torch, nbgrader, numpy; build = "CUDA " + torch.version.cuda if torch.version.cuda else "CPU-only"
+print(f"setup: ready (torch {torch.__version__}, {build} build; numpy {numpy.__version__})")'
 touch .venv/.setup-done

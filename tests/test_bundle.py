@@ -81,8 +81,9 @@ def test_bundle_contents(bundle, tmp_path):
     top = {n.split("/")[0] for n in names}
     assert top == {"setup.sh", "run_autograder", "source"}
     kit = {n.split("/")[1] for n in names if n.startswith("source/")}
-    assert kit == {"autograder", "solutions", "course.yml", "pyproject.toml", "README.md"}
+    assert kit == {"autograder", "solutions", "assignments", "course.yml", "pyproject.toml", "README.md"}
     assert {n.split("/")[2] for n in names if n.startswith("source/solutions/")} == {ASSIGNMENT}
+    assert {f"source/assignments/{ASSIGNMENT}/{nb}" for nb in SPEC.notebooks} <= names  # the canary grades it
     for name in names:
         parts = name.split("/")
         assert not any(p in ("tests", ".venv", "__pycache__", ".git", ".ipynb_checkpoints") or p.startswith(".")
@@ -120,6 +121,7 @@ def test_gradescope_run_gives_the_solutions_full_marks(bundle, tmp_path):
     # The bundled package graded, not the checkout's (which this venv has installed editable).
     assert package_used(run).is_relative_to(tmp_path / "source"), run.stdout[:2000]
     assert "student ada.lovelace@example.edu (users[0].email)" in run.stdout
+    assert "gradescope_run: canary passed: canary-reference 60, canary-release 0" in run.stdout
     document = json.loads((tmp_path / "results" / "results.json").read_text())
     check_schema(document)
     failed = [f"{t['name']}: {t['output']}" for t in document["tests"] if t["status"] != "passed"]
@@ -157,6 +159,24 @@ def test_gradescope_run_writes_a_zero_when_the_kit_is_broken(bundle, tmp_path):
     assert document["score"] == 0 and "could not grade this submission" in document["output"]
     assert "no solution notebooks" in document["output"]
     assert sum(t["max_score"] for t in document["tests"]) == pytest.approx(SPEC.max_score)
+
+
+def test_gradescope_run_refuses_to_grade_where_the_canary_fails(bundle, tmp_path):
+    """An image where the reference cannot get full marks (here: torch is not preloaded and
+    64 MB are too few to import it) grades nobody: the student gets a 0 that says it is not a verdict, and the run fails loudly."""
+    script = unzip_like_gradescope(bundle, tmp_path)
+    course_file = tmp_path / "source" / "source" / "course.yml"
+    course_file.write_text(course_file.read_text().replace("memory_mb: 2048", "memory_mb: 64")
+                           .replace("preload: [numpy, matplotlib.pyplot, torch]", "preload: [numpy]"))
+    (tmp_path / "submission").mkdir()
+    for notebook in SOLUTIONS.glob("*.ipynb"):
+        shutil.copy(notebook, tmp_path / "submission" / notebook.name)
+    run = run_autograder(script, tmp_path)
+    assert "gradescope_run exited with status 1" in run.stdout, run.stdout[-3000:]
+    document = json.loads((tmp_path / "results" / "results.json").read_text())
+    assert document["score"] == 0 and "not a verdict on your code" in document["output"]
+    assert "The canary failed on this Gradescope image" in document["output"]
+    assert "reference solution scored" in document["output"]
 
 
 def test_run_autograder_writes_a_zero_when_python_cannot_start(bundle, tmp_path):
