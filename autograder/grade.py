@@ -115,7 +115,7 @@ def grade_one(student: str, folder: str, options: GradeOptions) -> dict:
     submission = read_submission(Submission(student, Path(folder)))
     notes = [f"Isolation: {options.isolation}."] + submission.problems
     grader_errors, load_report, output, figures = [], [], "", []
-    student_seconds = 0.0
+    student_seconds, warm = 0.0, None
     if not submission.units:
         tests = empty_tests(options.assignment, "nothing in the submission could be loaded: "
                             + "; ".join(submission.problems))
@@ -136,6 +136,7 @@ def grade_one(student: str, folder: str, options: GradeOptions) -> dict:
                     figures = feedback_plots(Student(sandbox, context.deadline), load_reference())
                 output = sandbox.output()
                 student_seconds = sandbox.student_seconds
+                warm = sandbox.warm
         grader_errors = context.collection_errors + [f"{r.name}:\n{r.grader_error}" for r in context.results
                                                      if r.grader_error]
         tests = [{"name": r.name, "score": round(r.score, 6), "max_score": round(r.max_score, 6),
@@ -153,6 +154,7 @@ def grade_one(student: str, folder: str, options: GradeOptions) -> dict:
     # Where the time went: the student's code (loading cells, calls) and everything else (the grading overhead).
     document["extra_data"]["timing"] = {"total": round(time.monotonic() - started, 4),
                                         "student": round(student_seconds, 4)}
+    document["extra_data"]["warm_start"] = warm  # forked from a warm zygote (None: no student code was run)
     write_atomic(out_dir / RESULTS_FILE, json.dumps(document, indent=2, allow_nan=False))
     return document
 

@@ -301,6 +301,12 @@ def _child_path() -> list[str]:
             if os.path.isabs(p) and any(p == r or p.startswith(r + "/") for r in roots)]
 
 
+# bwrap's root is a tmpfs; in a user namespace (a grader that is not root) the student owns it and could fill it,
+# or leave files there for the next student of a zygote: read-only, like everything not bound writable. Last, once
+# every mount point exists.
+_READ_ONLY_ROOT = ["--remount-ro", "/"]
+
+
 def _bwrap_command(workdir: Path, worker_source: bytes, tmp_bytes: int,
                    with_seccomp: bool, zygote: bool = False) -> tuple[list[str], tuple[int, ...]]:
     """bwrap [+ setpriv] command prefix: an allow-list filesystem, no network, drop to nobody.
@@ -352,8 +358,9 @@ def _bwrap_command(workdir: Path, worker_source: bytes, tmp_bytes: int,
         argv += parents(SANDBOX_HOME) + ["--bind", str(workdir), SANDBOX_HOME, "--chdir", "/"]
         for cap in ZYGOTE_CAPS:
             argv += ["--cap-add", cap]
-        return argv + ["--"], fds
+        return argv + _READ_ONLY_ROOT + ["--"], fds
     argv += parents(SANDBOX_WORKDIR) + ["--bind", str(workdir), SANDBOX_WORKDIR, "--chdir", SANDBOX_WORKDIR]
+    argv += _READ_ONLY_ROOT
     if os.geteuid() == 0:
         argv += ["--", _tool("setpriv"), f"--reuid={NOBODY}", f"--regid={NOBODY}",
                  "--clear-groups", "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs"]

@@ -478,7 +478,7 @@ def _kill_descendants():
                 return
 
 
-def _private_mounts(libc, tmp_bytes, under_tmp):
+def _private_mounts(libc, tmp_bytes, under_tmp, cwd):
     """Mount, IPC and pid namespaces of the keeper's own: new, empty /tmp and /dev/shm, gone with the student
     (the keeper's next child is pid 1 of the new pid namespace).
     `under_tmp`: read-only folders the sandbox shows below /tmp (a virtualenv in /tmp, say), shown again on top."""
@@ -495,6 +495,12 @@ def _private_mounts(libc, tmp_bytes, under_tmp):
         _check(libc.mount(None, folder.encode(), None, _MS_BIND | _MS_REMOUNT | _MS_RDONLY | _MS_NOSUID | _MS_NODEV,
                           None), f"read-only {folder}")
     os.close(old_tmp)
+    # The zygote's scratch folder, where this student's work folder sits: read-only but for the work folder, so
+    # nothing is left there for the next student (in a user namespace the student owns that folder).
+    home, work = os.path.dirname(cwd).encode(), cwd.encode()
+    _check(libc.mount(work, work, None, _MS_BIND | _MS_REC, None), "bind the work folder")
+    _check(libc.mount(None, home, None, _MS_BIND | _MS_REMOUNT | _MS_RDONLY | _MS_NOSUID | _MS_NODEV, None),
+           "read-only scratch")
 
 
 def _drop_privileges(libc, uid):
@@ -591,7 +597,7 @@ def _keeper(req, fds, libc):
     libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     report_r = report_w = -1
     if req["namespaces"]:
-        _private_mounts(libc, req["tmp_bytes"], req["under_tmp"])
+        _private_mounts(libc, req["tmp_bytes"], req["under_tmp"], req["cwd"])
         report_r, report_w = os.pipe()
     pid = os.fork()
     if pid == 0:
