@@ -81,6 +81,9 @@ MAX_NDIM = 32
 TRUNCATED = "\n[... output truncated ...]\n"
 START_TIMEOUT = 30.0  # the child must say hello within this (python start-up, before any student code)
 WORKER_SOURCE = Path(wire.__file__).read_bytes()
+# This interpreter by an absolute, normalised path: started as ../venv/bin/python, sys.executable keeps the "..",
+# which does not exist inside bubblewrap.
+PYTHON = os.path.abspath(sys.executable)
 
 
 # ---------------------------------------------------------------------------------------------- errors
@@ -201,7 +204,7 @@ def _probe(seccomp: bool) -> str | None:
         check = f"import os, sys; sys.exit(0 if os.getuid() == {NOBODY} or {os.geteuid() != 0} else 1)"
         argv, fds = _bwrap_command(Path(work), b"", 2**20, seccomp)
         try:
-            run = subprocess.run(argv + [sys.executable, "-I", "-S", "-c", check], stdin=subprocess.DEVNULL,
+            run = subprocess.run(argv + [PYTHON, "-I", "-S", "-c", check], stdin=subprocess.DEVNULL,
                                  capture_output=True, timeout=30, env={"PATH": "/usr/bin:/bin"}, pass_fds=fds)
         except (OSError, subprocess.TimeoutExpired) as exc:
             return f"bwrap failed to run: {exc}"
@@ -723,12 +726,12 @@ class _Zygote:
             if level == "bubblewrap":
                 os.chmod(self.scratch, 0o755)  # nobody must reach the work folder inside
                 argv, fds = _bwrap_command(self.scratch, WORKER_SOURCE, 2**26, _bwrap_setup()[1], zygote=True)
-                argv += [sys.executable, "-I", "-S", SANDBOX_WORKER]
+                argv += [PYTHON, "-I", "-S", SANDBOX_WORKER]
             else:
                 worker = self.scratch / "worker.py"
                 worker.write_bytes(WORKER_SOURCE)
                 worker.chmod(0o444)
-                argv = [sys.executable, "-I", "-S", str(worker)]
+                argv = [PYTHON, "-I", "-S", str(worker)]
             argv += ["--zygote", str(theirs.fileno()), marshal.dumps(config).hex()]
             self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out_w, stderr=out_w,
                                          pass_fds=(theirs.fileno(), *fds), close_fds=True, cwd="/", env=env,
@@ -1336,7 +1339,7 @@ class Sandbox:
             worker.chmod(0o444)
             (private / "home").mkdir()
             (private / "tmp").mkdir()
-            self._process_argv = [sys.executable, "-I", "-S", str(worker)]
+            self._process_argv = [PYTHON, "-I", "-S", str(worker)]
             self._cwd = str(self.workdir)
             home, tmp = str(private / "home"), str(private / "tmp")
             self._workdir_inside = str(self.workdir)
@@ -1376,7 +1379,7 @@ class Sandbox:
                           self._marker, self._generation, self._output)
         argv, fds = _bwrap_command(self.workdir, WORKER_SOURCE, 4 * self.limits.file_bytes, _bwrap_setup()[1])
         try:
-            return _Child(argv + [sys.executable, "-I", "-S", SANDBOX_WORKER], fds, self._config, self._env,
+            return _Child(argv + [PYTHON, "-I", "-S", SANDBOX_WORKER], fds, self._config, self._env,
                           self._cwd, self.limits, self.isolation, self._marker, self._generation, self._output)
         finally:
             for fd in fds:
