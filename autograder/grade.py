@@ -137,6 +137,7 @@ def grade_one(student: str, folder: str, options: GradeOptions) -> dict:
                 output = sandbox.output()
                 student_seconds = sandbox.student_seconds
                 warm = sandbox.warm
+                notes.append(f"Memory limit: {sandbox.memory_scope}.")
         grader_errors = context.collection_errors + [f"{r.name}:\n{r.grader_error}" for r in context.results
                                                      if r.grader_error]
         tests = [{"name": r.name, "score": round(r.score, 6), "max_score": round(r.max_score, 6),

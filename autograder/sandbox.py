@@ -59,7 +59,9 @@ from typing import Any
 
 import numpy as np
 
+from autograder import cgroups
 from autograder import sandbox_worker as wire  # wire-format constants only; the worker runs elsewhere
+from autograder.cgroups import StudentGroup
 
 __all__ = ["Sandbox", "LoadUnit", "Handle", "SandboxLimits", "StudentError", "StudentException",
            "StudentTimeout", "StudentCrashed", "MissingFunction", "InvalidResult", "isolation_level"]
@@ -396,12 +398,16 @@ def _rlimits(limits: SandboxLimits) -> list[tuple[int, int]]:
     return capped
 
 
-def _preexec(limits: SandboxLimits | None):
+def _preexec(limits: SandboxLimits | None, join: tuple[str, ...] = ()):
     """Runs in the forked child before exec: rlimits (inherited by bwrap, setpriv, python, descendants), soft =
-    hard, so student code cannot raise them (and cannot catch SIGXCPU to go on); and death with the grader."""
+    hard, so student code cannot raise them (and cannot catch SIGXCPU to go on); death with the grader; and the
+    student's cgroup, joined by writing 0 to each of its `join` files (so everything it starts is counted)."""
     capped = _rlimits(limits) if limits is not None else []
 
     def setup():
+        for procs in join:
+            with open(procs, "w") as f:
+                f.write("0")
         for res, value in capped:
             resource.setrlimit(res, (value, value))
         if _prctl is not None:
@@ -499,8 +505,9 @@ class _Child:
     warm = False  # forked by a zygote (_WarmChild) rather than started with bwrap/python
 
     def __init__(self, argv: list[str], extra_fds: tuple[int, ...], config: dict, env: dict[str, str], cwd: str,
-                 limits: SandboxLimits, level: str, marker: str, generation: int, output: _Output):
-        self._state(limits, level, marker, generation, output)
+                 limits: SandboxLimits, level: str, marker: str, generation: int, output: _Output,
+                 group: StudentGroup | None = None):
+        self._state(limits, level, marker, generation, output, group)
         req_r, self.req_w = os.pipe()
         self.rep_r, rep_w = os.pipe()
         out_r, out_w = os.pipe()
@@ -509,7 +516,8 @@ class _Child:
                 argv + [str(req_r), str(rep_w), marshal.dumps(config).hex()],
                 stdin=subprocess.DEVNULL, stdout=out_w, stderr=out_w, pass_fds=(req_r, rep_w, *extra_fds),
                 close_fds=True,
-                cwd=cwd, env=env, start_new_session=True, preexec_fn=_preexec(limits))
+                cwd=cwd, env=env, start_new_session=True,
+                preexec_fn=_preexec(limits, tuple(group.procs) if group is not None else ()))
         except BaseException:
             for fd in (self.req_w, self.rep_r, out_r):
                 os.close(fd)
@@ -525,7 +533,10 @@ class _Child:
         except (AttributeError, OSError):
             self.pidfd = -1  # no pidfds: poll in short slices instead
 
-    def _state(self, limits: SandboxLimits, level: str, marker: str, generation: int, output: _Output) -> None:
+    def _state(self, limits: SandboxLimits, level: str, marker: str, generation: int, output: _Output,
+               group: StudentGroup | None) -> None:
+        self.group = group  # the student's cgroup, shared by all its processes (None: per-process limits only)
+        self.oom_kills = group.oom_kills() if group is not None else 0  # the group's count before this child
         self.limits = limits
         self.level = level
         self.marker = marker
@@ -667,6 +678,8 @@ class _Child:
                 return f"used up its CPU time limit ({limits.cpu_seconds} s; {how})"
         if self.rusage is not None and self.rusage.ru_maxrss >= 0.9 * limits.memory_mb * 1024:
             return f"ran out of memory (limit {limits.memory_mb} MB; {how})"
+        if self.group is not None and self.group.oom_kills() > self.oom_kills:
+            return f"ran out of memory (limit {limits.memory_mb} MB for all its processes together; {how})"
         tail = bytes(self.output.data[-4096:])
         if sig in (signal.SIGSEGV, signal.SIGABRT, signal.SIGBUS, signal.SIGKILL) and any(
                 m in tail for m in (b"MemoryError", b"Cannot allocate memory", b"bad_alloc", b"out of memory")):
@@ -767,9 +780,10 @@ class _Zygote:
     def alive(self) -> bool:
         return self.proc.poll() is None
 
-    def fork(self, request: dict, fds: list[int]) -> int:
-        """Asks for a student process with these pipes (request, reply, output, status, kill); returns a pidfd
-        of its keeper (-1 if it cannot be found), which becomes readable when everything of the student is gone."""
+    def fork(self, request: dict, fds: list[int]) -> tuple[int, int]:
+        """Asks for a student process with these pipes (request, reply, output, status, kill); returns a pidfd of
+        its keeper, which becomes readable when everything of the student is gone, and the keeper's pid on this
+        machine. The keeper waits for one byte on the kill pipe before it forks the student."""
         with self.lock:
             socket.send_fds(self.control, [marshal.dumps(request)], fds)
             inner = int(self._line(30.0))  # the keeper's pid in the zygote's pid namespace
@@ -778,10 +792,10 @@ class _Zygote:
                     with open(f"/proc/{pid}/status") as f:
                         nspid = next((line.split()[1:] for line in f if line.startswith("NSpid:")), [])
                     if nspid and int(nspid[-1]) == inner:
-                        return os.pidfd_open(pid)
+                        return os.pidfd_open(pid), pid
                 except (OSError, ValueError):
                     continue
-            return -1
+            raise RuntimeError(f"the keeper (pid {inner} in the zygote) cannot be found")
 
     def close(self) -> None:
         try:
@@ -851,8 +865,8 @@ class _WarmChild(_Child):
     warm = True
 
     def __init__(self, zygote: _Zygote, request: dict, limits: SandboxLimits, level: str, generation: int,
-                 output: _Output):
-        self._state(limits, level, "", generation, output)
+                 output: _Output, group: StudentGroup | None = None):
+        self._state(limits, level, "", generation, output, group)
         self.proc = _KeptProcess()
         req_r, self.req_w = os.pipe()
         self.rep_r, rep_w = os.pipe()
@@ -861,7 +875,10 @@ class _WarmChild(_Child):
         kill_r, self.kill_w = os.pipe()
         theirs = [req_r, rep_w, out_w, status_w, kill_r]
         try:
-            self.keeper = zygote.fork(request, theirs)
+            self.keeper, keeper_pid = zygote.fork(request, theirs)
+            if group is not None:
+                group.add(keeper_pid)  # before it forks the student: everything the student starts is counted
+            os.write(self.kill_w, b"g")  # the keeper waits for this before it forks the student
         except BaseException:
             for fd in (self.req_w, self.rep_r, out_r, self.status_r, self.kill_w):
                 os.close(fd)
@@ -1165,11 +1182,15 @@ class _Resources:
         self.private_dir: str | None = None
         self.zygote: _Zygote | None = None  # leased for this sandbox's life
         self.moved: tuple[Path, Path] | None = None  # (the caller's work folder, where it is meanwhile)
+        self.group: StudentGroup | None = None  # the student's cgroup, for all its processes
 
     def close(self) -> None:
         if self.child is not None:
             self.child.kill()
             self.child = None
+        if self.group is not None:  # empty now: every process of the student is gone
+            self.group.close()
+            self.group = None
         if self.moved is not None:  # every student process is gone: give the folder back
             _move_tree(self.moved[1], self.moved[0])
             self.moved = None
@@ -1212,6 +1233,14 @@ class Sandbox:
 
     # ---- public API ----
     @property
+    def memory_scope(self) -> str:
+        """How the memory and process limits applied to this student, for the results."""
+        if self._res.group is not None:
+            return (f"per student: {self.limits.memory_mb} MB and {self.limits.processes} processes for all its "
+                    f"processes together (cgroup {self._res.group.version})")
+        return (f"per process: {self.limits.memory_mb} MB each (RLIMIT_DATA; no cgroup: {cgroups.support()[1]})")
+
+    @property
     def load_report(self) -> list[dict]:
         """One entry per unit that failed to load (raised, timed out, crashed), in unit order."""
         return [dict(self._reports[i]) for i in sorted(self._reports)]
@@ -1230,6 +1259,7 @@ class Sandbox:
             self._started = True
             try:
                 self._prepare()
+                self._res.group = StudentGroup.create(self.limits.memory_mb * 2**20, self.limits.processes)
                 self._res.child = self._start_and_load()
             except BaseException:
                 self.close()
@@ -1373,14 +1403,16 @@ class Sandbox:
                        "cwd": self._workdir_inside, "env": self._env, "reply_limit": self.limits.reply_bytes,
                        "namespaces": bubblewrap, "tmp_bytes": 4 * self.limits.file_bytes,
                        "under_tmp": [d for d in _python_dirs() if d.startswith("/tmp/")]}
-            return _WarmChild(zygote, request, self.limits, self.isolation, self._generation, self._output)
+            return _WarmChild(zygote, request, self.limits, self.isolation, self._generation, self._output,
+                              self._res.group)
         if self.isolation != "bubblewrap":
             return _Child(self._process_argv, (), self._config, self._env, self._cwd, self.limits, self.isolation,
-                          self._marker, self._generation, self._output)
+                          self._marker, self._generation, self._output, self._res.group)
         argv, fds = _bwrap_command(self.workdir, WORKER_SOURCE, 4 * self.limits.file_bytes, _bwrap_setup()[1])
         try:
             return _Child(argv + [PYTHON, "-I", "-S", SANDBOX_WORKER], fds, self._config, self._env,
-                          self._cwd, self.limits, self.isolation, self._marker, self._generation, self._output)
+                          self._cwd, self.limits, self.isolation, self._marker, self._generation, self._output,
+                          self._res.group)
         finally:
             for fd in fds:
                 os.close(fd)

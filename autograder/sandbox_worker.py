@@ -593,6 +593,8 @@ def _keeper(req, fds, libc):
     import signal
 
     request_fd, reply_fd, out_fd, status_fd, kill_fd = fds
+    if os.read(kill_fd, 1) != b"g":  # the grader first puts us in the student's cgroup, then says go
+        os._exit(0)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # the zygote ignores it; we wait for our children
     libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     report_r = report_w = -1

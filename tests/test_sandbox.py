@@ -362,6 +362,40 @@ def test_crash_at_load_and_in_a_call(open_sandbox, how):
     assert sb.call("later") == "later"  # the sandbox goes on (in a fresh process after a crash)
 
 
+def test_memory_is_counted_over_all_processes_of_a_student(open_sandbox):
+    """Four processes of 250 MB each, with a 256 MB allowance: each is within its own per-process limit, but where a
+    cgroup can be made their sum must stay under the student's limit (256 MB + the cgroup's headroom). Bounded:
+    at most 1 GB in all even if nothing held, for at most 20 s."""
+    from autograder import cgroups
+
+    sb = open_sandbox("""
+        import os, time
+        def hog(n, mb):
+            pids = []
+            for _ in range(n):
+                pid = os.fork()
+                if pid == 0:
+                    block = bytearray(b"\\x01") * (mb << 20)  # every page touched: resident
+                    time.sleep(3)  # all of them at once
+                    os._exit(0)
+                pids.append(pid)
+            # How many held their block to the end (the kernel kills some when the group is full).
+            return sum(os.waitpid(pid, 0)[1] == 0 for pid in pids)
+    """, limits=SandboxLimits(call_timeout=20, memory_mb=256))
+    limit_mb = 256 + cgroups.HEADROOM // 2**20
+    if cgroups.support()[0] is None:
+        assert "per process" in sb.memory_scope
+        assert sb.call("hog", 4, 250) == 4  # no cgroup: nothing counts the processes together (see README)
+        return
+    assert "per student" in sb.memory_scope
+    try:
+        held = sb.call("hog", 4, 250)
+    except StudentCrashed as crash:  # the kernel may pick the student's main process
+        assert "ran out of memory" in str(crash) and "all its processes together" in str(crash)
+        held = 0
+    assert held * 250 <= limit_mb, f"{held} processes held 250 MB each against a limit of {limit_mb} MB"
+
+
 def test_memory_hog(open_sandbox):
     # At most 3 GB even if the limit did not hold.
     sb = open_sandbox("""

@@ -1,0 +1,132 @@
+"""A resource group (cgroup) per student: memory and the number of processes, counted over everything the student
+starts, together. Without one, the limits are per process (RLIMIT_DATA, RLIMIT_NPROC), and four processes of a
+student could each use the whole memory allowance.
+
+    group = StudentGroup.create(memory_bytes=2 << 30, pids=64)   # None where no group can be made here
+    group.procs          # files to write "0" to, from a forked child, to join the group before exec
+    group.add(pid); group.oom_kills(); group.close()
+
+Both cgroup versions: v2 (one tree, most current distributions) and v1 (a tree per controller, as on these
+machines). Groups can be made by root, under /sys/fs/cgroup; a normal user gets none (no delegation is assumed),
+and `support()` says why, so the CLI and results can say which limits applied.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import secrets
+import time
+from pathlib import Path
+
+ROOT = Path("/sys/fs/cgroup")
+PARENT = "autograder"  # every student group lives below this one
+HEADROOM = 512 * 2**20  # the interpreter and libraries a cold-started student loads itself, on top of the allowance
+
+
+@functools.cache
+def support() -> tuple[str | None, str]:
+    """("v2" or "v1", where) when per-student groups can be made here, else (None, why not)."""
+    if os.environ.get("AUTOGRADER_CGROUPS", "1").strip() == "0":
+        return None, "turned off by AUTOGRADER_CGROUPS=0"
+    if not ROOT.is_dir():
+        return None, "no /sys/fs/cgroup"
+    if os.geteuid() != 0:
+        return None, "the grader is not root (no delegated cgroup is used)"
+    try:
+        if (ROOT / "cgroup.controllers").is_file():
+            controllers = (ROOT / "cgroup.controllers").read_text().split()
+            if not {"memory", "pids"} <= set(controllers):
+                return None, f"cgroup v2 without the memory and pids controllers ({' '.join(controllers)})"
+            parent = ROOT / PARENT
+            parent.mkdir(exist_ok=True)
+            (ROOT / "cgroup.subtree_control").write_text("+memory +pids")
+            (parent / "cgroup.subtree_control").write_text("+memory +pids")
+            return "v2", str(parent)
+        for controller in ("memory", "pids"):
+            if not (ROOT / controller / "cgroup.procs").is_file():
+                return None, f"cgroup v1 without the {controller} controller"
+            (ROOT / controller / PARENT).mkdir(exist_ok=True)
+        return "v1", str(ROOT / "memory" / PARENT)
+    except OSError as exc:
+        return None, f"cannot make cgroups here ({exc})"
+
+
+class StudentGroup:
+    def __init__(self, version: str, dirs: list[Path]):
+        self.version = version
+        self.dirs = dirs  # v2: one; v1: memory, pids
+        self.procs = [str(d / "cgroup.procs") for d in dirs]  # a forked child writes "0" to each to join
+
+    @classmethod
+    def create(cls, memory_bytes: int, pids: int) -> "StudentGroup | None":
+        version, _ = support()
+        if version is None:
+            return None
+        name = f"{os.getpid()}-{secrets.token_hex(6)}"
+        limit = str(memory_bytes + HEADROOM)
+        if version == "v2":
+            dirs = [ROOT / PARENT / name]
+            settings = [(dirs[0] / "memory.max", limit, False), (dirs[0] / "memory.swap.max", "0", True),
+                        (dirs[0] / "pids.max", str(pids), False)]
+        else:
+            dirs = [ROOT / "memory" / PARENT / name, ROOT / "pids" / PARENT / name]
+            settings = [(dirs[0] / "memory.limit_in_bytes", limit, False),
+                        (dirs[0] / "memory.memsw.limit_in_bytes", limit, True),  # no swapping around the limit
+                        (dirs[1] / "pids.max", str(pids), False)]
+        made = []
+        try:
+            for d in dirs:
+                d.mkdir()
+                made.append(d)
+            for path, value, optional in settings:
+                try:
+                    path.write_text(value)
+                except OSError:
+                    if not optional:
+                        raise
+        except OSError:
+            for d in made:
+                _rmdir(d)
+            return None
+        return cls(version, dirs)
+
+    def add(self, pid: int) -> None:
+        for procs in self.procs:
+            with open(procs, "w") as f:
+                f.write(str(pid))
+
+    def oom_kills(self) -> int:
+        """How many processes of the group the kernel killed for its memory limit."""
+        name = "memory.events" if self.version == "v2" else "memory.oom_control"
+        try:
+            for line in (self.dirs[0] / name).read_text().splitlines():
+                key, _, value = line.partition(" ")
+                if key == "oom_kill":
+                    return int(value)
+        except (OSError, ValueError):
+            pass
+        return 0
+
+    def peak_bytes(self) -> int | None:
+        name = "memory.peak" if self.version == "v2" else "memory.max_usage_in_bytes"
+        try:
+            return int((self.dirs[0] / name).read_text())
+        except (OSError, ValueError):
+            return None
+
+    def close(self) -> None:
+        """Removes the group (its processes are gone by now; a straggler is given a moment)."""
+        for d in self.dirs:
+            _rmdir(d)
+
+
+def _rmdir(path: Path) -> None:
+    for _ in range(50):
+        try:
+            path.rmdir()
+            return
+        except FileNotFoundError:
+            return
+        except OSError:  # EBUSY: a process of the group is still exiting
+            time.sleep(0.02)
