@@ -25,7 +25,8 @@ class Limits(_Strict):
     timeout_seconds: PositiveFloat = Field(description="wall-clock limit for grading one submission")
     call_timeout_seconds: PositiveFloat = Field(description="wall-clock limit for one call of a student function")
     cell_timeout_seconds: PositiveFloat = Field(description="wall-clock limit for loading one cell or file")
-    memory_mb: PositiveInt = Field(description="address-space limit of the student process")
+    memory_mb: PositiveInt = Field(description="memory student code may use beyond the preloaded libraries: per "
+                                   "student in total where a cgroup can be made, else per process")
     output_kb: PositiveInt = Field(description="how much student stdout/stderr is kept")
 
 
