@@ -139,6 +139,8 @@ def _write_zip(files: dict[str, bytes], dest: Path, executable: set[str]) -> Pat
     return dest
 
 
+TORCH_VERSION = "2.13.0"  # as pinned in pyproject.toml
+TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 SETUP_SH = f"""\
 #!/usr/bin/env bash
 # Gradescope runs this once, as root, on its Ubuntu image when it builds the autograder (with network access).
@@ -173,7 +175,11 @@ is311 "$PYTHON" || {{ echo "setup.sh: no Python 3.11 available" >&2; exit 1; }}
 
 "$PYTHON" -m venv "$VENV"
 "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
-# The kit with its pinned dependencies; torch==2.13.0 comes from PyPI here (Gradescope has network access).
+# torch's CPU-only build, pinned, from torch's CPU wheel index: the image stays small (no CUDA build of several GB;
+# Gradescope has no GPU). Where that index cannot be reached, the kit's pin takes the package index's build below.
+"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --index-url {TORCH_CPU_INDEX} \
+  "torch=={TORCH_VERSION}+cpu" || echo "setup.sh: warning: torch's CPU-only build could not be installed" >&2
+# The kit with its pinned dependencies (Gradescope has network access).
 # Editable on purpose: (1) autograder.REPO_ROOT is then this kit folder, where course.yml and solutions/ (the
 # reference) are; a regular install would copy the package into site-packages, away from them. (2) The sandbox
 # refuses bubblewrap when the Python installation (shown read-only to students) contains the autograder package,

@@ -96,6 +96,11 @@ def test_bundle_contents(bundle, tmp_path):
         expected = 0o755 if name in ("run_autograder", "setup.sh") else 0o644
         assert stat.S_IMODE(mode) == expected, (name, oct(mode))
     assert "autograder.gradescope_run" in run_script and f"--assignment {ASSIGNMENT}" in run_script
+    setup_script = zipfile.ZipFile(bundle).read("setup.sh").decode()
+    pin = next(line for line in (REPO_ROOT / "pyproject.toml").read_text().splitlines() if '"torch==' in line)
+    version = pin.split("==")[1].split('"')[0]
+    assert f'"torch=={version}+cpu"' in setup_script and "--index-url https://download.pytorch.org/whl/cpu" in \
+        setup_script  # the image gets torch's CPU-only build, at the kit's pin
     assert list(infos) == sorted(infos)
 
     again = build_gradescope_bundle(COURSE, ASSIGNMENT, tmp_path / "again.zip")
