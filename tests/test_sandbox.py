@@ -396,6 +396,36 @@ def test_memory_is_counted_over_all_processes_of_a_student(open_sandbox):
     assert held * 250 <= limit_mb, f"{held} processes held 250 MB each against a limit of {limit_mb} MB"
 
 
+@needs_bwrap
+def test_student_cannot_kill_trace_or_outlive_its_init(tmp_path, monkeypatch):
+    """A warm student is pid 2 below our init: signals to init are dropped (as root the student, nobody, may not
+    even send them), tracing it is refused (it holds capabilities the student lacks), and the student still
+    answers afterwards. The zygote and keeper are not in its pid namespace at all."""
+    monkeypatch.setenv("AUTOGRADER_ISOLATION", "bubblewrap")
+    monkeypatch.setenv("AUTOGRADER_WARM", "1")
+    source = textwrap.dedent("""
+        import ctypes, os, signal, time
+        def attack():
+            for sig in (signal.SIGKILL, signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGSEGV):
+                try:
+                    os.kill(1, sig)
+                except PermissionError:
+                    pass
+            time.sleep(0.2)
+            libc = ctypes.CDLL(None, use_errno=True)
+            traced = libc.ptrace(16, 1, None, None)  # PTRACE_ATTACH
+            pids = sorted(int(p) for p in os.listdir("/proc") if p.isdigit())
+            return os.getpid(), os.getppid(), traced, pids
+    """)
+    with Sandbox(tmp_path, [LoadUnit("nb.ipynb", 0, source, "cell")], SandboxLimits(call_timeout=10)) as sb:
+        assert sb.warm, "the warm start must work under bubblewrap here"
+        pid, parent, traced, pids = sb.call("attack")
+        assert (pid, parent) == (2, 1)
+        assert traced == -1
+        assert pids == [1, 2]
+        assert sb.call("attack")[:2] == (2, 1)  # the same process, still served by the same init
+
+
 def test_memory_hog(open_sandbox):
     # At most 3 GB even if the limit did not hold.
     sb = open_sandbox("""
