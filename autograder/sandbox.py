@@ -80,6 +80,7 @@ MAX_TEXT = 4096  # cap on error messages and tracebacks from the child
 MAX_TYPE_NAME = 100
 MAX_STR = 1 << 20  # cap on one string inside a returned value
 MAX_NDIM = 32
+MAX_HEADER = wire.MAX_HEADER  # a reply's JSON header (arrays travel as raw buffers beside it)
 TRUNCATED = "\n[... output truncated ...]\n"
 START_TIMEOUT = 30.0  # the child must say hello within this (python start-up, before any student code)
 WORKER_SOURCE = Path(wire.__file__).read_bytes()
@@ -620,6 +621,8 @@ class _Child:
         magic, header_len, payload_len = wire.unpack_frame(self._read_exact(wire.FRAME_SIZE, deadline))
         if magic != wire.MAGIC:
             raise _Garbage("the reply stream is not in the sandbox format")
+        if header_len > MAX_HEADER:  # before reading or parsing any of it: a header is small, data goes in buffers
+            raise _Garbage(f"the reply header announces {header_len} bytes, over the limit of {MAX_HEADER}")
         if wire.FRAME_SIZE + header_len + payload_len > self.limits.reply_bytes:
             raise _Garbage(f"the reply announces {header_len + payload_len} bytes, over the limit of "
                            f"{self.limits.reply_bytes}")
@@ -1221,6 +1224,7 @@ class Sandbox:
         self.restarts = 0
         self._reports: dict[int, dict] = {}
         self._skip: set[int] = set()
+        self._hung: set[str] = set()  # functions whose call timed out: not called again
         self._generation = 0
         self._started = False
         self._open = False  # between a successful __enter__ and close()
@@ -1293,30 +1297,40 @@ class Sandbox:
                        "kwargs": [[k, _encode_arg(v, buffers, self._identity, child.generation)]
                                   for k, v in kwargs.items()]}
             what = f"{name}()"
+            if name in self._hung:  # an infinite loop costs one call timeout, not one per test
+                raise StudentTimeout(f"{what} was not called again: it timed out earlier "
+                                     f"(after {_seconds(self.limits.call_timeout)})")
+            # Failures are raised as fresh exceptions carrying a message only, never with the exception that
+            # found them as their context: its frames hold what the student sent (up to reply_bytes), and a
+            # grader may keep the exception for a while.
+            failure: StudentError | None = None
             started = time.monotonic()
             try:
                 reply, payload = child.request(request, buffers, self.limits.call_timeout)
             except _TimedOut:
-                self._discard_child()
-                raise StudentTimeout(f"{what} timed out after {_seconds(self.limits.call_timeout)}") from None
+                self._hung.add(name)
+                failure = StudentTimeout(f"{what} timed out after {_seconds(self.limits.call_timeout)}")
             except _Died as died:
-                self._discard_child()
-                raise StudentCrashed(f"{what} ended the student process: {died}") from None
+                failure = StudentCrashed(f"{what} ended the student process: {died}")
             except _Garbage as bad:
-                self._discard_child()
-                raise InvalidResult(f"{what} sent back a malformed reply: {bad}") from None
+                failure = InvalidResult(f"{what} sent back a malformed reply: {bad}")
             except BaseException:  # interrupted mid-request (e.g. a signal): its reply would be out of step
                 self._discard_child()
                 raise
             finally:
                 self.student_seconds += time.monotonic() - started
+            if failure is not None:
+                self._discard_child()
+                raise failure
             status = reply.get("status")
             if status == "ok" and "value" in reply:
                 try:
                     return _Decoder(reply, payload, self._identity, child.generation).value(reply["value"])
-                except InvalidResult:
-                    self._discard_child()  # a child that writes malformed replies is not trusted again
-                    raise
+                except InvalidResult as exc:
+                    failure = InvalidResult(str(exc))
+                del reply, payload
+                self._discard_child()  # a child that writes malformed replies is not trusted again
+                raise failure
             error = self._failure(what, reply)
             if isinstance(error, InvalidResult) and status != "toolarge":
                 self._discard_child()
@@ -1332,7 +1346,9 @@ class Sandbox:
         if status == "missing":
             return MissingFunction(f"{what[:-2][:200]} {_cap_text(reply.get('reason'), 200)}")
         if status == "toolarge" and type(reply.get("size")) is int:
-            return InvalidResult(f"{what} returned {reply['size']} bytes, over the limit of {self.limits.reply_bytes}")
+            return InvalidResult(f"{what} returned {reply['size']} bytes, over the limit of {self.limits.reply_bytes} "
+                                 f"(or a value whose description is over {MAX_HEADER} bytes: return numpy arrays "
+                                 "rather than long lists)")
         if status == "badrequest":
             return StudentError(f"{what}: {_cap_text(reply.get('message'), 200)}")
         return InvalidResult(f"{what} sent back a malformed reply")

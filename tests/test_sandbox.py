@@ -587,6 +587,64 @@ def test_forged_reply_is_never_a_value(open_sandbox, how):
     assert sb.call("ok") == 1
 
 
+def test_forged_frames_do_not_grow_the_grader(open_sandbox):
+    """A student writes its own reply frames: a header of 60 MB of `[[],[],...]` is refused before it is read or
+    parsed, and a refused reply is not kept alive by the exception the grader holds on to. Measured: this process's
+    resident memory grows by less than 100 MB over eight 60 MB forgeries whose exceptions are all kept (before
+    the fix the parsed header alone took gigabytes). Bounded: 8 x 60 MB even if nothing held."""
+    sb = open_sandbox("""
+        import os, sys
+        def flood(kind):
+            fd = int(sys.argv[2])
+            size = 60 * 2**20
+            if kind == "header":
+                header = b"[" + b"[]," * (size // 3 - 1) + b"[]]"
+                os.write(fd, b"AGSB" + len(header).to_bytes(8, "big") + (0).to_bytes(8, "big"))
+                os.write(fd, header)
+            else:  # a small malformed header with a 60 MB payload, which is read and must then be let go
+                header = b'{"id": 0, "status": "ok", "value": 1, "buffers": [1]}'
+                os.write(fd, b"AGSB" + len(header).to_bytes(8, "big") + size.to_bytes(8, "big") + header)
+                os.write(fd, bytes(size))
+            return 1
+        def ok():
+            return 1
+    """, limits=SandboxLimits(call_timeout=20, memory_mb=1024))
+
+    def rss_mb() -> float:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) / 1024
+
+    before = rss_mb()
+    kept = []
+    for kind in ["header", "payload"] * 4:
+        with pytest.raises((InvalidResult, StudentCrashed)) as info:
+            sb.call("flood", kind)
+        kept.append(info.value)
+        assert sb.call("ok") == 1
+    assert rss_mb() - before < 100, f"the grader grew by {rss_mb() - before:.0f} MB"
+    assert all(e.__context__ is None and e.__cause__ is None for e in kept)
+
+
+def test_a_function_that_hung_costs_one_timeout(open_sandbox):
+    """Once a call has timed out, later calls of that function fail at once (charged to it), so one infinite
+    loop costs one call limit, not one per test; other functions are still called."""
+    sb = open_sandbox("""
+        def spin():
+            while True:
+                pass
+        def ok():
+            return 1
+    """, limits=SandboxLimits(call_timeout=1, memory_mb=1024))
+    with pytest.raises(StudentTimeout, match="timed out after 1 s"):
+        sb.call("spin")
+    started = time.monotonic()
+    for _ in range(5):
+        with pytest.raises(StudentTimeout, match="not called again: it timed out earlier"):
+            sb.call("spin")
+    assert time.monotonic() - started < 0.5
+    assert sb.call("ok") == 1
+
+
 # Well-framed replies that answer the right request (student code can read the request id from the worker's
 # frame) but carry values that the grader must refuse.
 BAD_VALUES = {
