@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from autograder.course import Assignment, Course
+from autograder.files import remove_tree
 
 GRADERS_DIR = Path(__file__).resolve().parent / "graders"
 RESULTS_FILE = "results.json"
@@ -120,7 +121,8 @@ def grade_one(student: str, folder: str, options: GradeOptions) -> dict:
         tests = empty_tests(options.assignment, "nothing in the submission could be loaded: "
                             + "; ".join(submission.problems))
     else:
-        with tempfile.TemporaryDirectory(prefix="vg-work-") as scratch:
+        scratch = tempfile.mkdtemp(prefix="vg-work-")
+        try:
             workdir = Path(scratch) / "work"
             notes += private_copy(submission, workdir)
             units = submission.units + [LoadUnit(file="(autograder)", index=None, source=ECHO_SOURCE, kind="module")]
@@ -138,6 +140,8 @@ def grade_one(student: str, folder: str, options: GradeOptions) -> dict:
                 student_seconds = sandbox.student_seconds
                 warm = sandbox.warm
                 notes.append(f"Memory limit: {sandbox.memory_scope}.")
+        finally:
+            remove_tree(scratch)  # whatever the student left there (without bubblewrap it writes to this disk)
         grader_errors = context.collection_errors + [f"{r.name}:\n{r.grader_error}" for r in context.results
                                                      if r.grader_error]
         tests = [{"name": r.name, "score": round(r.score, 6), "max_score": round(r.max_score, 6),

@@ -62,13 +62,15 @@ import numpy as np
 from autograder import cgroups
 from autograder import sandbox_worker as wire  # wire-format constants only; the worker runs elsewhere
 from autograder.cgroups import StudentGroup
+from autograder.files import remove_tree
 
 __all__ = ["Sandbox", "LoadUnit", "Handle", "SandboxLimits", "StudentError", "StudentException",
            "StudentTimeout", "StudentCrashed", "MissingFunction", "InvalidResult", "isolation_level"]
 
 NOBODY = 65534
 SANDBOX_HOME = "/home/student"  # a zygote's scratch folder, inside bubblewrap
-SANDBOX_WORKDIR = SANDBOX_HOME + "/work"  # where the student's folder appears inside bubblewrap
+SANDBOX_WORKDIR = SANDBOX_HOME + "/work"  # the student's work folder inside bubblewrap: a tmpfs of its own
+SANDBOX_SUBMITTED = SANDBOX_HOME + "/submitted"  # a cold student's files, read-only, copied into SANDBOX_WORKDIR
 # What a zygote (root inside bubblewrap) keeps: new mount/IPC namespaces and tmpfs mounts per student (SYS_ADMIN),
 # becoming nobody (SETUID, SETGID), emptying the bounding set (SETPCAP), killing the student's processes (KILL).
 ZYGOTE_CAPS = ("CAP_SYS_ADMIN", "CAP_SETUID", "CAP_SETGID", "CAP_SETPCAP", "CAP_KILL")
@@ -129,6 +131,7 @@ class SandboxLimits:
     cpu_seconds: int = 120  # RLIMIT_CPU per process (soft = hard, so it cannot be caught)
     output_bytes: int = 262144  # student stdout+stderr kept
     file_bytes: int = 64 * 2**20  # RLIMIT_FSIZE: largest file the student may write
+    disk_bytes: int = 256 * 2**20  # size of each tmpfs the student writes to: its work folder, /tmp (/dev/shm: 1/4)
     open_files: int = 256  # RLIMIT_NOFILE
     processes: int = 256  # RLIMIT_NPROC, counted over all processes of uid 65534 on the machine
     reply_bytes: int = 64 * 2**20  # largest reply accepted from the child
@@ -365,7 +368,11 @@ def _bwrap_command(workdir: Path, worker_source: bytes, tmp_bytes: int,
         for cap in ZYGOTE_CAPS:
             argv += ["--cap-add", cap]
         return argv + _READ_ONLY_ROOT + ["--"], fds
-    argv += parents(SANDBOX_WORKDIR) + ["--bind", str(workdir), SANDBOX_WORKDIR, "--chdir", SANDBOX_WORKDIR]
+    # The student's files read-only, and its work folder a tmpfs of tmp_bytes (the worker copies them in before
+    # any student code): what it writes is capped in size and never reaches the host's disk.
+    argv += parents(SANDBOX_WORKDIR) + ["--ro-bind", str(workdir), SANDBOX_SUBMITTED,
+                                        "--perms", "1777", "--size", str(tmp_bytes), "--tmpfs", SANDBOX_WORKDIR,
+                                        "--chdir", SANDBOX_WORKDIR]
     argv += _READ_ONLY_ROOT
     if os.geteuid() == 0:
         argv += ["--", _tool("setpriv"), f"--reuid={NOBODY}", f"--regid={NOBODY}",
@@ -810,7 +817,7 @@ class _Zygote:
         self.control.close()
         if hasattr(self, "out"):
             self.out.close()
-        shutil.rmtree(self.scratch, ignore_errors=True)
+        remove_tree(self.scratch)
 
 
 _STARTER = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="zygote-starter")
@@ -1201,7 +1208,7 @@ class _Resources:
             _return_zygote(self.zygote)
             self.zygote = None
         if self.private_dir is not None:
-            shutil.rmtree(self.private_dir, ignore_errors=True)
+            remove_tree(self.private_dir)
             self.private_dir = None
 
 
@@ -1392,7 +1399,8 @@ class Sandbox:
         # python -S: the worker takes the import path from here (see sandbox_worker._setup_paths).
         self._config = {"prefix": sys.prefix, "exec_prefix": sys.exec_prefix, "path": _child_path(),
                         "reply_limit": self.limits.reply_bytes, "preload": list(self.preload),
-                        "memory_bytes": self.limits.memory_mb * 2**20}
+                        "memory_bytes": self.limits.memory_mb * 2**20,
+                        "copy_from": SANDBOX_SUBMITTED if self.isolation == "bubblewrap" else None}
         self._env = {**base_env, "HOME": home, "TMPDIR": tmp, **self.extra_env, MARKER_VAR: self._marker}
 
     def _move_workdir_into(self, zygote: _Zygote) -> None:
@@ -1417,14 +1425,14 @@ class Sandbox:
             bubblewrap = self.isolation == "bubblewrap"
             request = {"rlimits": _rlimits(self.limits), "memory_bytes": self.limits.memory_mb * 2**20, "uid": NOBODY if bubblewrap and os.geteuid() == 0 else None,
                        "cwd": self._workdir_inside, "env": self._env, "reply_limit": self.limits.reply_bytes,
-                       "namespaces": bubblewrap, "tmp_bytes": 4 * self.limits.file_bytes,
+                       "namespaces": bubblewrap, "tmp_bytes": self.limits.disk_bytes,
                        "under_tmp": [d for d in _python_dirs() if d.startswith("/tmp/")]}
             return _WarmChild(zygote, request, self.limits, self.isolation, self._generation, self._output,
                               self._res.group)
         if self.isolation != "bubblewrap":
             return _Child(self._process_argv, (), self._config, self._env, self._cwd, self.limits, self.isolation,
                           self._marker, self._generation, self._output, self._res.group)
-        argv, fds = _bwrap_command(self.workdir, WORKER_SOURCE, 4 * self.limits.file_bytes, _bwrap_setup()[1])
+        argv, fds = _bwrap_command(self.workdir, WORKER_SOURCE, self.limits.disk_bytes, _bwrap_setup()[1])
         try:
             return _Child(argv + [PYTHON, "-I", "-S", SANDBOX_WORKER], fds, self._config, self._env,
                           self._cwd, self.limits, self.isolation, self._marker, self._generation, self._output,

@@ -425,6 +425,7 @@ _PR_SET_PDEATHSIG, _PR_SET_DUMPABLE, _PR_CAPBSET_DROP = 1, 4, 24
 _PR_SET_NO_NEW_PRIVS, _PR_SET_CHILD_SUBREAPER, _PR_CAP_AMBIENT = 38, 36, 47
 _CLONE_NEWNS, _CLONE_NEWIPC, _CLONE_NEWPID = 0x00020000, 0x08000000, 0x20000000
 _PR_SET_SECUREBITS, _SECUREBITS_LOCKED_NOROOT = 28, 0x2F  # NOROOT, NO_SETUID_FIXUP and KEEP_CAPS off, all locked
+_SUBMITTED_FD = 5  # in the student process: the files the grader put in the work folder, until copied
 _MS_RDONLY, _MS_NOSUID, _MS_NODEV, _MS_REMOUNT, _MS_BIND = 1, 2, 4, 32, 4096
 _MS_REC, _MS_PRIVATE, _MS_NOEXEC = 16384, 1 << 18, 8
 
@@ -479,10 +480,11 @@ def _kill_descendants():
                 return
 
 
-def _private_mounts(libc, tmp_bytes, under_tmp, cwd):
+def _private_mounts(libc, tmp_bytes, under_tmp, cwd, uid):
     """Mount, IPC and pid namespaces of the keeper's own: new, empty /tmp and /dev/shm, gone with the student
     (the keeper's next child is pid 1 of the new pid namespace).
-    `under_tmp`: read-only folders the sandbox shows below /tmp (a virtualenv in /tmp, say), shown again on top."""
+    `under_tmp`: read-only folders the sandbox shows below /tmp (a virtualenv in /tmp, say), shown again on top.
+    Returns an O_PATH descriptor of the files the grader put in the work folder (now covered by its tmpfs)."""
     _check(libc.unshare(_CLONE_NEWNS | _CLONE_NEWIPC | _CLONE_NEWPID), "unshare")  # pid: for our next child
     _check(libc.mount(b"none", b"/", None, _MS_REC | _MS_PRIVATE, None), "mount --make-rprivate /")
     old_tmp = os.open("/tmp", os.O_PATH | os.O_DIRECTORY)  # still reaches what the new /tmp covers
@@ -496,12 +498,18 @@ def _private_mounts(libc, tmp_bytes, under_tmp, cwd):
         _check(libc.mount(None, folder.encode(), None, _MS_BIND | _MS_REMOUNT | _MS_RDONLY | _MS_NOSUID | _MS_NODEV,
                           None), f"read-only {folder}")
     os.close(old_tmp)
-    # The zygote's scratch folder, where this student's work folder sits: read-only but for the work folder, so
-    # nothing is left there for the next student (in a user namespace the student owns that folder).
-    home, work = os.path.dirname(cwd).encode(), cwd.encode()
-    _check(libc.mount(work, work, None, _MS_BIND | _MS_REC, None), "bind the work folder")
+    # The work folder: a tmpfs of tmp_bytes over the files the grader put there (the student process copies them
+    # in through `submitted` before any student code), so what the student writes is capped and never reaches the
+    # host's disk. The zygote's scratch folder around it is read-only: nothing is left for the next student (in a
+    # user namespace the student owns that folder).
+    submitted = os.open(cwd, os.O_PATH | os.O_DIRECTORY)
+    owner = b"" if uid is None else b",uid=%d,gid=%d" % (uid, uid)
+    _check(libc.mount(b"tmpfs", cwd.encode(), b"tmpfs", _MS_NOSUID | _MS_NODEV, b"mode=0755,size=%d" % tmp_bytes
+                      + owner), "mount the work folder")
+    home = os.path.dirname(cwd).encode()
     _check(libc.mount(None, home, None, _MS_BIND | _MS_REMOUNT | _MS_RDONLY | _MS_NOSUID | _MS_NODEV, None),
            "read-only scratch")
+    return submitted
 
 
 def _drop_privileges(libc, uid):
@@ -531,6 +539,21 @@ def _clear_capabilities(libc):
     _check(libc.capset(header, data), "capset")
 
 
+def _copy_in(source, dest):
+    """Copies the student's files (regular files and folders, as the grader prepared them) into its work folder,
+    a tmpfs; runs in the student process before any student code, with the student's rights and limits."""
+    import shutil
+
+    for dirpath, dirnames, filenames in os.walk(source):
+        target = os.path.join(dest, os.path.relpath(dirpath, source))
+        for name in dirnames:
+            os.makedirs(os.path.join(target, name), exist_ok=True)
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            if os.path.isfile(path) and not os.path.islink(path):
+                shutil.copyfile(path, os.path.join(target, name))
+
+
 def _run_student(req, fds, libc):
     """In the student process: fds, limits, identity, environment, then serve the grader's requests."""
     import resource
@@ -542,7 +565,11 @@ def _run_student(req, fds, libc):
     os.dup2(out_fd, 2)
     os.dup2(request_fd, 3)
     os.dup2(reply_fd, 4)
-    os.closerange(5, 1 << 16)
+    if req.get("submitted_fd") is not None:
+        os.dup2(req["submitted_fd"], _SUBMITTED_FD, inheritable=False)
+    else:
+        os.closerange(_SUBMITTED_FD, _SUBMITTED_FD + 1)
+    os.closerange(_SUBMITTED_FD + 1, 1 << 16)  # keep only the pipes and the submitted files (if any)
     libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)  # die with the keeper
     for res, value in req["rlimits"]:
         resource.setrlimit(res, (value, value))  # soft = hard: student code cannot raise them
@@ -550,6 +577,12 @@ def _run_student(req, fds, libc):
     if req["namespaces"]:
         _drop_privileges(libc, req["uid"])
     os.chdir(req["cwd"])
+    if req.get("copy_from"):
+        _copy_in(req["copy_from"], req["cwd"])
+    try:
+        os.close(_SUBMITTED_FD)
+    except OSError:
+        pass
     os.environ.clear()
     os.environ.update(req["env"])
     sys.path[0] = req["cwd"]
@@ -600,7 +633,12 @@ def _keeper(req, fds, libc):
     libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     report_r = report_w = -1
     if req["namespaces"]:
-        _private_mounts(libc, req["tmp_bytes"], req["under_tmp"], req["cwd"])
+        submitted = _private_mounts(libc, req["tmp_bytes"], req["under_tmp"], req["cwd"], req["uid"])
+        import fcntl
+
+        req["submitted_fd"] = fcntl.fcntl(submitted, fcntl.F_DUPFD, 100)  # above every pipe the student gets
+        os.close(submitted)
+        req["copy_from"] = f"/proc/self/fd/{_SUBMITTED_FD}"
         report_r, report_w = os.pipe()
     pid = os.fork()
     if pid == 0:
@@ -690,6 +728,8 @@ def main():
     request_fd, reply_fd = int(sys.argv[1]), int(sys.argv[2])
     config = marshal.loads(bytes.fromhex(sys.argv[3]))
     _setup_paths(config)
+    if config["copy_from"]:  # bubblewrap: the work folder is a tmpfs; the files come from a read-only copy
+        _copy_in(config["copy_from"], os.getcwd())
     _preload(config["preload"])  # as a zygote would have: a cold student process sees the same libraries
     _limit_memory(config["memory_bytes"])
     try:

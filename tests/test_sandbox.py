@@ -426,6 +426,50 @@ def test_student_cannot_kill_trace_or_outlive_its_init(tmp_path, monkeypatch):
         assert sb.call("attack")[:2] == (2, 1)  # the same process, still served by the same init
 
 
+def test_disk_is_capped_per_student_and_nothing_is_left_on_the_host(open_sandbox, level):
+    """A student fills its work folder and /tmp with 16 MB files and a chain of 1,300 nested folders. Under
+    bubblewrap each of them is a tmpfs of disk_bytes (here 48 MB): the student writes at most that much to each,
+    and none of it reaches the host. Without bubblewrap the files land in the work folder on the host (each file
+    capped by RLIMIT_FSIZE) and the grader's cleanup must still remove the deep chain. Bounded: at most 12 x 16 MB
+    per folder even if nothing held."""
+    from autograder.files import remove_tree
+
+    sb = open_sandbox("""
+        import os, tempfile
+        def fill(folder):
+            written = 0
+            for i in range(12):
+                try:
+                    with open(os.path.join(folder, f"big{i}"), "wb") as f:
+                        for _ in range(16):
+                            f.write(bytes(2**20))
+                            f.flush()
+                            written += 2**20
+                except OSError:
+                    break
+            here = folder
+            try:
+                for _ in range(1300):
+                    here = os.path.join(here, "d")
+                    os.mkdir(here)
+            except OSError:
+                pass
+            return written
+        def both():
+            return fill("."), fill(tempfile.gettempdir())
+    """, limits=SandboxLimits(call_timeout=30, memory_mb=1024, disk_bytes=48 * 2**20))
+    in_work, in_tmp = sb.call("both")
+    if level == "bubblewrap":
+        assert in_work <= 48 * 2**20 and in_tmp <= 48 * 2**20, (in_work, in_tmp)
+        assert not (sb.workdir / "big0").exists() and not (sb.workdir / "d").exists()
+    else:
+        assert (sb.workdir / "big0").exists()
+    workdir = sb.workdir
+    sb.close()
+    assert remove_tree(workdir) == []
+    assert not workdir.exists()
+
+
 def test_memory_hog(open_sandbox):
     # At most 3 GB even if the limit did not hold.
     sb = open_sandbox("""
@@ -497,10 +541,10 @@ def test_forked_daemon_dies_with_the_sandbox(open_sandbox, marker, level):
                 if os.path.exists("daemon.pid"):
                     break
                 time.sleep(0.02)
-            return "forked"
+            with open("daemon.pid") as f:
+                return int(f.read())
     """)
-    assert sb.call("daemonize") == "forked"
-    daemon_pid = int((sb.workdir / "daemon.pid").read_text())
+    daemon_pid = sb.call("daemonize")
     assert len(_marked(marker)) >= 2  # the worker and the daemon are alive now
     start = time.monotonic()
     sb.close()
@@ -718,7 +762,10 @@ def test_environment_and_working_directory(open_sandbox, level):
             with open("written.txt", "w") as f:
                 f.write("hi")
             return os.getcwd(), sys.path[0], os.environ["OMP_NUM_THREADS"], os.environ["EXTRA"]
-    """, env={"EXTRA": "1"})
+        def read_back():
+            with open("written.txt") as f:
+                return f.read(), sorted(os.listdir("."))
+    """, files={"helper.py": "X = 1\n"}, env={"EXTRA": "1"})
     names = set(sb.call("env"))
     assert names == {"PATH", "HOME", "TMPDIR", "LANG", "MPLBACKEND", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
                      "OPENBLAS_NUM_THREADS", "AUTOGRADER", "EXTRA", "AG_TEST_MARKER", sandbox.MARKER_VAR}
@@ -726,7 +773,9 @@ def test_environment_and_working_directory(open_sandbox, level):
     cwd, path0, omp, extra = sb.call("where")
     assert cwd == path0 and omp == "1" and extra == "1"
     assert cwd == (sandbox.SANDBOX_WORKDIR if level == "bubblewrap" else str(sb.workdir))
-    assert (sb.workdir / "written.txt").read_text() == "hi"
+    assert sb.call("read_back") == ("hi", ["helper.py", "written.txt"])  # its own files, and what it wrote
+    # Under bubblewrap the work folder is a tmpfs of the student's own: what it writes never reaches the host.
+    assert (sb.workdir / "written.txt").exists() == (level != "bubblewrap")
 
 
 # ----------------------------------------------------------------------------------------- bubblewrap only

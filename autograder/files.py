@@ -1,0 +1,57 @@
+"""File helpers for trees a student may have shaped: removing them must not fail, whatever is in there."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import stat
+from pathlib import Path
+
+
+def remove_tree(root: str | Path) -> list[str]:
+    """`rm -rf root` for trees a student wrote: never recursive (a chain of thousands of nested folders is fine),
+    every path at most two levels below `root` (no path-length limit is met), symbolic links removed, never
+    followed, and unreadable folders made readable first. It flattens the tree into `root` one level per pass,
+    then removes what is left. Returns the problems it could not get past (normally none); never raises."""
+    root = os.fspath(root)
+    problems: list[str] = []
+    try:
+        if not stat.S_ISDIR(os.lstat(root).st_mode):
+            os.unlink(root)
+            return problems
+    except FileNotFoundError:
+        return problems
+    except OSError as exc:
+        return [f"{root}: {exc}"]
+    for _ in range(1_000_000):  # each pass empties one level of every folder: this bounds depth, not size
+        try:
+            os.chmod(root, 0o700)
+            names = os.listdir(root)
+        except OSError as exc:
+            problems.append(f"{root}: {exc}")
+            break
+        if not names:
+            break
+        for name in names:
+            path = os.path.join(root, name)
+            try:
+                if not stat.S_ISDIR(os.lstat(path).st_mode):
+                    os.unlink(path)
+                    continue
+                os.chmod(path, 0o700)
+                children = os.listdir(path)
+                if not children:
+                    os.rmdir(path)
+                for child in children:  # one level up, under a fresh name
+                    os.rename(os.path.join(path, child), os.path.join(root, f".rm-{secrets.token_hex(8)}"))
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                problems.append(f"{path}: {exc}")
+        if len(problems) > 100:
+            break
+    try:
+        os.rmdir(root)
+    except OSError as exc:
+        problems.append(f"{root}: {exc}")
+    return problems
