@@ -1,6 +1,7 @@
-"""A resource group (cgroup) per student: memory and the number of processes, counted over everything the student
-starts, together. Without one, the limits are per process (RLIMIT_DATA, RLIMIT_NPROC), and four processes of a
-student could each use the whole memory allowance.
+"""A resource group (cgroup) per student: memory, the number of processes and CPU, counted over everything the
+student starts, together. Without one, the limits are per process (RLIMIT_DATA, RLIMIT_NPROC), four processes of
+a student could each use the whole memory allowance, and sixty spinning processes could starve a classmate graded
+at the same time. With one, each student gets at most one CPU and an equal share when CPUs are scarce.
 
     group = StudentGroup.create(memory_bytes=2 << 30, pids=64)   # None where no group can be made here
     group.procs          # files to write "0" to, from a forked child, to join the group before exec
@@ -22,6 +23,8 @@ from pathlib import Path
 ROOT = Path("/sys/fs/cgroup")
 PARENT = "autograder"  # every student group lives below this one
 HEADROOM = 512 * 2**20  # the interpreter and libraries a cold-started student loads itself, on top of the allowance
+CPU_PERIOD_US = 100_000  # the quota is one period per period: at most one CPU per student
+V1_CONTROLLERS = ("memory", "pids", "cpu")  # the order of StudentGroup.dirs under v1
 
 
 @functools.cache
@@ -36,14 +39,14 @@ def support() -> tuple[str | None, str]:
     try:
         if (ROOT / "cgroup.controllers").is_file():
             controllers = (ROOT / "cgroup.controllers").read_text().split()
-            if not {"memory", "pids"} <= set(controllers):
-                return None, f"cgroup v2 without the memory and pids controllers ({' '.join(controllers)})"
+            if not {"memory", "pids", "cpu"} <= set(controllers):
+                return None, f"cgroup v2 without the memory, pids and cpu controllers ({' '.join(controllers)})"
             parent = ROOT / PARENT
             parent.mkdir(exist_ok=True)
-            (ROOT / "cgroup.subtree_control").write_text("+memory +pids")
-            (parent / "cgroup.subtree_control").write_text("+memory +pids")
+            (ROOT / "cgroup.subtree_control").write_text("+memory +pids +cpu")
+            (parent / "cgroup.subtree_control").write_text("+memory +pids +cpu")
             return "v2", str(parent)
-        for controller in ("memory", "pids"):
+        for controller in V1_CONTROLLERS:
             if not (ROOT / controller / "cgroup.procs").is_file():
                 return None, f"cgroup v1 without the {controller} controller"
             (ROOT / controller / PARENT).mkdir(exist_ok=True)
@@ -55,7 +58,7 @@ def support() -> tuple[str | None, str]:
 class StudentGroup:
     def __init__(self, version: str, dirs: list[Path]):
         self.version = version
-        self.dirs = dirs  # v2: one; v1: memory, pids
+        self.dirs = dirs  # v2: one; v1: one per V1_CONTROLLERS
         self.procs = [str(d / "cgroup.procs") for d in dirs]  # a forked child writes "0" to each to join
 
     @classmethod
@@ -68,12 +71,15 @@ class StudentGroup:
         if version == "v2":
             dirs = [ROOT / PARENT / name]
             settings = [(dirs[0] / "memory.max", limit, False), (dirs[0] / "memory.swap.max", "0", True),
-                        (dirs[0] / "pids.max", str(pids), False)]
+                        (dirs[0] / "pids.max", str(pids), False),
+                        (dirs[0] / "cpu.max", f"{CPU_PERIOD_US} {CPU_PERIOD_US}", False)]
         else:
-            dirs = [ROOT / "memory" / PARENT / name, ROOT / "pids" / PARENT / name]
+            dirs = [ROOT / controller / PARENT / name for controller in V1_CONTROLLERS]
             settings = [(dirs[0] / "memory.limit_in_bytes", limit, False),
                         (dirs[0] / "memory.memsw.limit_in_bytes", limit, True),  # no swapping around the limit
-                        (dirs[1] / "pids.max", str(pids), False)]
+                        (dirs[1] / "pids.max", str(pids), False),
+                        (dirs[2] / "cpu.cfs_period_us", str(CPU_PERIOD_US), False),
+                        (dirs[2] / "cpu.cfs_quota_us", str(CPU_PERIOD_US), False)]
         made = []
         try:
             for d in dirs:

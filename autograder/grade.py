@@ -101,8 +101,9 @@ def results_document(student: str, tests: list[dict], options: GradeOptions, sec
     }
 
 
-def grade_one(student: str, folder: str, options: GradeOptions) -> dict:
-    """Grade one student (in a worker process) and write their files; returns their results document."""
+def grade_one(student: str, folder: str, options: GradeOptions, alone: bool = False) -> dict:
+    """Grade one student (in a worker process) and write their files; returns their results document. `alone`:
+    this is the regrade of a submission that hit a time limit while others were graded at the same time."""
     from autograder.feedback import write_feedback
     from autograder.plots import feedback_plots
     from autograder.pytest_plugin import ECHO_SOURCE, GradingContext, Student, run_graders
@@ -115,8 +116,11 @@ def grade_one(student: str, folder: str, options: GradeOptions) -> dict:
     limits = options.assignment.limits
     submission = read_submission(Submission(student, Path(folder)))
     notes = [f"Isolation: {options.isolation}."] + submission.problems
+    if alone:
+        notes.append("Graded again on its own: a time limit was hit while other submissions were graded at the "
+                     "same time, so this result, with nothing else running, is the one that counts.")
     grader_errors, load_report, output, figures = [], [], "", []
-    student_seconds, warm = 0.0, None
+    student_seconds, warm, timed_out = 0.0, None, False
     if not submission.units:
         tests = empty_tests(options.assignment, "nothing in the submission could be loaded: "
                             + "; ".join(submission.problems))
@@ -140,6 +144,7 @@ def grade_one(student: str, folder: str, options: GradeOptions) -> dict:
                 student_seconds = sandbox.student_seconds
                 warm = sandbox.warm
                 notes.append(f"Memory limit: {sandbox.memory_scope}.")
+                timed_out = sandbox.timeouts > 0 or time.monotonic() >= context.deadline
         finally:
             remove_tree(scratch)  # whatever the student left there (without bubblewrap it writes to this disk)
         grader_errors = context.collection_errors + [f"{r.name}:\n{r.grader_error}" for r in context.results
@@ -160,6 +165,8 @@ def grade_one(student: str, folder: str, options: GradeOptions) -> dict:
     document["extra_data"]["timing"] = {"total": round(time.monotonic() - started, 4),
                                         "student": round(student_seconds, 4)}
     document["extra_data"]["warm_start"] = warm  # forked from a warm zygote (None: no student code was run)
+    document["extra_data"]["timed_out"] = timed_out  # a call, a cell or the whole submission hit its time limit
+    document["extra_data"]["graded_alone"] = alone
     write_atomic(out_dir / RESULTS_FILE, json.dumps(document, indent=2, allow_nan=False))
     return document
 
@@ -184,9 +191,9 @@ def crash_document(student: str, options: GradeOptions, error: str) -> dict:
     return document
 
 
-def _grade_in_worker(student: str, folder: str, options: GradeOptions) -> dict:
+def _grade_in_worker(student: str, folder: str, options: GradeOptions, alone: bool = False) -> dict:
     try:
-        return grade_one(student, folder, options)
+        return grade_one(student, folder, options, alone)
     except Exception:  # a bug of ours must not lose this student's result
         return crash_document(student, options, traceback.format_exc())
 
@@ -364,6 +371,7 @@ def _grade_locally(pending: list, options: GradeOptions, jobs: int, finished, ca
     context = multiprocessing.get_context("spawn")
     remaining = {sub.student: sub for sub in pending}
     attempts = {sub.student: 0 for sub in pending}
+    alone: set[str] = set()  # hit a time limit while others were graded too: graded again, on their own, at the end
     while remaining:
         with concurrent.futures.ProcessPoolExecutor(max_workers=max(1, jobs), mp_context=context) as pool:
             if canaries is not None:
@@ -372,17 +380,20 @@ def _grade_locally(pending: list, options: GradeOptions, jobs: int, finished, ca
                 canaries.check({name: run.result() for name, run in runs.items()})
                 canaries = None  # once per batch: every local worker runs in the same environment
             futures = {pool.submit(_grade_in_worker, s.student, str(s.folder), options): s.student
-                       for s in remaining.values()}
+                       for s in remaining.values() if s.student not in alone}
             try:
                 for future in concurrent.futures.as_completed(futures):
                     student = futures.pop(future)  # a done future holds its whole document: let it go
-                    try:
-                        document = future.result()
-                    except concurrent.futures.process.BrokenProcessPool:
-                        raise
-                    except Exception:
-                        document = crash_document(student, options, traceback.format_exc())
+                    document = _result(future, student, options)
+                    if jobs > 1 and document["extra_data"].get("timed_out"):
+                        alone.add(student)  # maybe a classmate's load, not its own code: no timeout charged yet
+                        continue
                     remaining.pop(student, None)
+                    finished(student, document)
+                for student in sorted(alone & set(remaining)):  # one at a time: nothing else is graded meanwhile
+                    run = pool.submit(_grade_in_worker, student, str(remaining[student].folder), options, True)
+                    document = _result(run, student, options)
+                    remaining.pop(student)
                     finished(student, document)
             except concurrent.futures.process.BrokenProcessPool:
                 # A worker died (it should not: student code runs in its own sandbox). Retry who is left in a
@@ -392,6 +403,16 @@ def _grade_locally(pending: list, options: GradeOptions, jobs: int, finished, ca
                     if attempts[student] >= 2:
                         finished(student, crash_document(student, options, "the grading worker died twice"))
                         remaining.pop(student)
+
+
+def _result(future, student: str, options: GradeOptions) -> dict:
+    """A grading future's document; a crash of ours becomes an error result (a dead worker is the caller's)."""
+    try:
+        return future.result()
+    except concurrent.futures.process.BrokenProcessPool:
+        raise
+    except Exception:
+        return crash_document(student, options, traceback.format_exc())
 
 
 def pack_folder(folder: Path) -> list[tuple[str, str, bytes]]:
@@ -432,7 +453,8 @@ def unpack_folder(entries: list[tuple[str, str, bytes]], dest: Path) -> None:
             path.write_bytes(data)
 
 
-def grade_remote(student: str, entries: list, inner: str, options: GradeOptions) -> dict[str, bytes]:
+def grade_remote(student: str, entries: list, inner: str, options: GradeOptions,
+                 alone: bool = False) -> dict[str, bytes]:
     """Runs on a Dask worker: grades a student sent as data and returns their output files as data (the worker
     needs the kit installed, not a file system shared with the instructor's machine)."""
     with tempfile.TemporaryDirectory(prefix="vg-remote-") as scratch:
@@ -442,7 +464,7 @@ def grade_remote(student: str, entries: list, inner: str, options: GradeOptions)
         from autograder.sandbox import isolation_level
 
         here = dataclasses.replace(options, out=out, isolation=isolation_level())  # this worker's, not the client's
-        _grade_in_worker(student, str(entry / inner), here)
+        _grade_in_worker(student, str(entry / inner), here, alone)
         return {str(p.relative_to(out / student)): p.read_bytes()
                 for p in sorted((out / student).rglob("*")) if p.is_file()}
 
@@ -485,30 +507,42 @@ def _grade_on_dask(root: Path, pending: list, options: GradeOptions, scheduler: 
             waiting = iter(pending)
             running = as_completed()
             students = {}
+            by_name = {sub.student: sub for sub in pending}
+            alone = []  # hit a time limit while others were graded too: graded again, on their own, at the end
+
+            def submit(sub, regrade: bool = False):
+                entry = root / sub.student  # the whole student folder: nbgrader's timestamp.txt sits above
+                return client.submit(grade_remote, sub.student, pack_folder(entry), str(sub.folder.relative_to(entry)),
+                                     options, regrade, pure=False, key=f"grade-{sub.student}-{os.urandom(4).hex()}",
+                                     workers=good or None, allow_other_workers=False)
 
             def submit_next():
                 sub = next(waiting, None)
-                if sub is None:
-                    return
-                entry = root / sub.student  # the whole student folder: nbgrader's timestamp.txt sits above
-                future = client.submit(grade_remote, sub.student, pack_folder(entry),
-                                       str(sub.folder.relative_to(entry)), options, pure=False,
-                                       key=f"grade-{sub.student}-{os.urandom(4).hex()}",
-                                       workers=good or None, allow_other_workers=False)
-                students[future.key] = sub.student
-                running.add(future)
+                if sub is not None:
+                    future = submit(sub)
+                    students[future.key] = sub.student
+                    running.add(future)
+
+            def collect(future, student: str) -> dict:
+                try:
+                    return _write_remote_results(options.out / student, future.result())
+                except Exception:  # a worker lost twice (KilledWorker), a broken result: an error result, go on
+                    return crash_document(student, options, traceback.format_exc())
+                finally:
+                    future.release()
 
             for _ in range(4 * max(1, len(good))):
                 submit_next()
             for future in running:
                 student = students.pop(future.key)
-                try:
-                    document = _write_remote_results(options.out / student, future.result())
-                except Exception:  # a worker lost twice (KilledWorker), a broken result: an error result, go on
-                    document = crash_document(student, options, traceback.format_exc())
-                future.release()
-                finished(student, document)
+                document = collect(future, student)
+                if (len(good) > 1 or jobs > 1) and document["extra_data"].get("timed_out"):
+                    alone.append(student)
+                else:
+                    finished(student, document)
                 submit_next()
+            for student in alone:  # one at a time: nothing else is graded meanwhile
+                finished(student, collect(submit(by_name[student], regrade=True), student))
     finally:
         if cluster is not None:
             cluster.close()

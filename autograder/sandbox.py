@@ -1232,6 +1232,7 @@ class Sandbox:
         self._reports: dict[int, dict] = {}
         self._skip: set[int] = set()
         self._hung: set[str] = set()  # functions whose call timed out: not called again
+        self.timeouts = 0  # calls and units that ran past their wall-clock limit
         self._generation = 0
         self._started = False
         self._open = False  # between a successful __enter__ and close()
@@ -1247,8 +1248,8 @@ class Sandbox:
     def memory_scope(self) -> str:
         """How the memory and process limits applied to this student, for the results."""
         if self._res.group is not None:
-            return (f"per student: {self.limits.memory_mb} MB and {self.limits.processes} processes for all its "
-                    f"processes together (cgroup {self._res.group.version})")
+            return (f"per student: {self.limits.memory_mb} MB, {self.limits.processes} processes and one CPU for all "
+                    f"its processes together (cgroup {self._res.group.version})")
         return (f"per process: {self.limits.memory_mb} MB each (RLIMIT_DATA; no cgroup: {cgroups.support()[1]})")
 
     @property
@@ -1316,6 +1317,7 @@ class Sandbox:
                 reply, payload = child.request(request, buffers, self.limits.call_timeout)
             except _TimedOut:
                 self._hung.add(name)
+                self.timeouts += 1
                 failure = StudentTimeout(f"{what} timed out after {_seconds(self.limits.call_timeout)}")
             except _Died as died:
                 failure = StudentCrashed(f"{what} ended the student process: {died}")
@@ -1483,6 +1485,7 @@ class Sandbox:
                 try:
                     reply, _ = child.request(request, [], self.limits.unit_timeout)
                 except _TimedOut:
+                    self.timeouts += 1
                     failure = f"TimeoutError: ran longer than {_seconds(self.limits.unit_timeout)}; skipped"
                 except _Died as died:
                     failure = f"ProcessCrashed: {died}; skipped"

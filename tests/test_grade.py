@@ -177,3 +177,26 @@ def test_dask_executor_needs_a_scheduler(tmp_path):
     (tmp_path / "submissions").mkdir()
     result = run_grade(tmp_path / "submissions", tmp_path / "out", "--executor", "dask")
     assert result.returncode != 0 and "--scheduler" in result.stderr
+
+
+@pytest.mark.parametrize("executor", [[], ["--executor", "dask", "--scheduler", "local"]], ids=["local", "dask"])
+def test_a_submission_that_hit_a_time_limit_is_graded_again_on_its_own(tmp_path, executor):
+    """With --jobs 2 a time limit may be a classmate's load, not the student's code: such a submission is graded
+    again at the end with nothing else running, and that result counts (it says so). A real infinite loop still
+    costs its function's points, once."""
+    from autograder.examples import build_student
+
+    submissions = tmp_path / "submissions"
+    build_student("ada", {"from": "solutions"}, COURSE, "vanishing_gradients", submissions)
+    build_student("hal", {"from": "solutions", "add_cells": [{"file": "6_exploding_vs_vanishing.ipynb", "source":
+                  "def effective_horizon(norms, threshold=1e-3):\n    while True:\n        pass\n"}]},
+                  COURSE, "vanishing_gradients", submissions)
+    result = run_grade(submissions, tmp_path / "out", "--jobs", "2", *executor)
+    assert result.returncode == 0, result.stderr
+    ada, hal = results(tmp_path / "out", "ada"), results(tmp_path / "out", "hal")
+    assert ada["score"] == 60 and not ada["extra_data"]["graded_alone"]
+    assert hal["extra_data"]["graded_alone"] and hal["extra_data"]["timed_out"]
+    assert "Graded again on its own" in hal["output"]
+    assert check_expectation({"lose": ["effective_horizon"]}, hal, ASSIGNMENT) == []
+    hung = [t["output"] for t in hal["tests"] if t["tags"][0] == "effective_horizon" and t["status"] == "failed"]
+    assert sum("timed out after" in message for message in hung) == 1  # charged once; later calls fail at once

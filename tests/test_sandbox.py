@@ -470,6 +470,38 @@ def test_disk_is_capped_per_student_and_nothing_is_left_on_the_host(open_sandbox
     assert not workdir.exists()
 
 
+def test_cpu_is_one_cpu_per_student_where_a_cgroup_can_be_made(open_sandbox):
+    """Six processes spinning for 2 s each: with a cgroup the student gets at most one CPU, so together they get
+    about 2 s of CPU (a classmate graded at the same time keeps the other CPUs); without one they get what the
+    machine has. Bounded: 6 processes for 2 s."""
+    from autograder import cgroups
+
+    sb = open_sandbox("""
+        import os, time
+        def spin(n, seconds):
+            r, w = os.pipe()
+            pids = []
+            for _ in range(n):
+                pid = os.fork()
+                if pid == 0:
+                    end = time.monotonic() + seconds
+                    while time.monotonic() < end:
+                        pass
+                    os.write(w, b"%f\\n" % time.process_time())
+                    os._exit(0)
+                pids.append(pid)
+            os.close(w)
+            for pid in pids:
+                os.waitpid(pid, 0)
+            return sum(float(line) for line in os.read(r, 4096).split())
+    """, limits=SandboxLimits(call_timeout=20, memory_mb=1024))
+    used = sb.call("spin", 6, 2.0)
+    if cgroups.support()[0] is not None:
+        assert used < 2.0 * 1.3, f"six spinners used {used:.1f} s of CPU in 2 s against a quota of one CPU"
+    else:  # no quota: the batch regrades a submission that hit a time limit on its own (test_grade.py)
+        assert "per process" in sb.memory_scope
+
+
 def test_memory_hog(open_sandbox):
     # At most 3 GB even if the limit did not hold.
     sb = open_sandbox("""
