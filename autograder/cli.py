@@ -135,7 +135,10 @@ def grade(submissions: Path, out: Path, jobs: int, timeout: float | None, resume
 
         from autograder.gradebook import GradebookError, record_grades
 
-        documents = {path.parent.name: json.loads(path.read_text()) for path in sorted(out.glob("*/results.json"))}
+        documents = {}
+        for path in sorted(out.glob("*/results.json")):  # keyed by the student id inside (a folder may differ)
+            document = json.loads(path.read_text())
+            documents[document.get("extra_data", {}).get("student") or path.parent.name] = document
         try:
             record_grades(f"sqlite:///{gradebook.resolve()}", course, spec.id, documents, course_file.resolve().parent)
         except GradebookError as exc:

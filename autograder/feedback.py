@@ -89,7 +89,7 @@ text-align: left; } th { background: #f4f4f4; } td.num { text-align: right; } im
 <h2>Students</h2>
 <table><tr><th>student</th><th>score</th><th>feedback</th></tr>
 {% for student, score in scores|dictsort %}<tr><td>{{ student }}</td>
-<td class="num">{{ "%g"|format(score) }}</td><td><a href="{{ student|urlencode }}/feedback.html">page</a></td></tr>
+<td class="num">{{ "%g"|format(score) }}</td><td><a href="{{ folders[student]|urlencode }}/feedback.html">page</a></td></tr>
 {% endfor %}</table>
 </body></html>
 """)
@@ -115,7 +115,7 @@ def _histogram(scores: list[float], max_score: float) -> str:
 
 
 def write_class_summary(path: Path, scores: dict[str, float], test_counts: dict[str, list[int]],
-                        summary: dict) -> None:
+                        summary: dict, folders: dict[str, str] | None = None) -> None:
     """The instructor's page: score histogram, pass rate of every test (test_counts: name -> [passed, failed]),
     the most common failing tests, and every student's score with a link to their page."""
     from autograder.grade import write_atomic
@@ -123,4 +123,6 @@ def write_class_summary(path: Path, scores: dict[str, float], test_counts: dict[
     rows = sorted(({"name": name, "failed": failed, "rate": passed / max(1, passed + failed)}
                    for name, (passed, failed) in test_counts.items()), key=lambda row: (-row["failed"], row["name"]))
     histogram = _histogram(list(scores.values()), summary["max_score"]) if scores else ""
-    write_atomic(path, SUMMARY_TEMPLATE.render(summary=summary, rows=rows, scores=scores, histogram=histogram))
+    folders = folders or {student: student for student in scores}  # student -> its folder in OUT
+    write_atomic(path, SUMMARY_TEMPLATE.render(summary=summary, rows=rows, scores=scores, histogram=histogram,
+                                               folders=folders))

@@ -29,6 +29,18 @@ from autograder.files import remove_tree
 
 GRADERS_DIR = Path(__file__).resolve().parent / "graders"
 RESULTS_FILE = "results.json"
+# Whatever a submission does (3,000 raising cells, a megabyte of exception text), its results.json and
+# feedback page stay small: every message is cut, and only the first load problems are listed in full.
+MAX_MESSAGE = 2000  # characters of one test's message or one load problem
+MAX_TRACEBACK = 4000  # characters of one load problem's traceback (results.json only)
+MAX_LOAD_PROBLEMS = 20  # load problems listed; the rest are counted
+CLASS_FILES = frozenset({"grades.csv", "summary.html", "summary.json", "validation.json"})  # at the top of OUT
+
+
+def student_dir(out: Path, student: str) -> Path:
+    """Where a student's files go: OUT/<student>, unless the id is the name of a class-wide file (a student folder
+    called grades.csv), which would collide with it: then OUT/student-<id>."""
+    return out / (f"student-{student}" if student in CLASS_FILES else student)
 
 
 @dataclass(frozen=True)
@@ -51,6 +63,11 @@ def write_atomic_bytes(path: Path, data: bytes) -> None:
         f.write(data)
     os.chmod(tmp, 0o644)  # mkstemp makes 0600; reports are for the course staff to read
     os.replace(tmp, path)
+
+
+def cut(text: str, limit: int) -> str:
+    """text, cut to `limit` characters with a visible mark where it was cut."""
+    return text if len(text) <= limit else text[:limit] + " [... cut: too long]"
 
 
 def empty_tests(assignment: Assignment, message: str) -> list[dict]:
@@ -84,9 +101,12 @@ def results_document(student: str, tests: list[dict], options: GradeOptions, sec
                                                                          if kept < 1 else "")]
     lines += [late_note] if late_note else []
     lines += notes
-    for problem in load_report:
+    for problem in load_report[:MAX_LOAD_PROBLEMS]:
         where = f"{problem['file']}" + (f", cell {problem['index']}" if problem.get("index") is not None else "")
         lines.append(f"{where}: {problem['error']}")
+    if len(load_report) > MAX_LOAD_PROBLEMS:
+        lines.append(f"... and {len(load_report) - MAX_LOAD_PROBLEMS} more cells or files that failed to load "
+                     "(output was cut; the first ones are listed above)")
     return {
         "score": score,
         "max_score": options.assignment.max_score,
@@ -96,7 +116,8 @@ def results_document(student: str, tests: list[dict], options: GradeOptions, sec
         "stdout_visibility": "hidden",
         "tests": tests,
         "extra_data": {"student": student, "assignment": options.assignment.id, "isolation": options.isolation,
-                       "files": files, "load_errors": load_report, "raw_score": raw,
+                       "files": files[:1000], "load_errors": load_report[:MAX_LOAD_PROBLEMS],
+                       "load_errors_total": len(load_report), "raw_score": raw,
                        "submitted": submitted.isoformat() if submitted else None},
     }
 
@@ -112,18 +133,22 @@ def grade_one(student: str, folder: str, options: GradeOptions, alone: bool = Fa
     from autograder.submission import Submission, private_copy, read_submission
 
     started = time.monotonic()
-    out_dir = options.out / student
+    out_dir = student_dir(options.out, student)
     limits = options.assignment.limits
     submission = read_submission(Submission(student, Path(folder)))
-    notes = [f"Isolation: {options.isolation}."] + submission.problems
+    problems = [cut(problem, MAX_MESSAGE) for problem in submission.problems[:MAX_LOAD_PROBLEMS]]
+    if len(submission.problems) > MAX_LOAD_PROBLEMS:
+        problems.append(f"... and {len(submission.problems) - MAX_LOAD_PROBLEMS} more problems with the files "
+                        "(output was cut)")
+    notes = [f"Isolation: {options.isolation}."] + problems
     if alone:
         notes.append("Graded again on its own: a time limit was hit while other submissions were graded at the "
                      "same time, so this result, with nothing else running, is the one that counts.")
     grader_errors, load_report, output, figures = [], [], "", []
     student_seconds, warm, timed_out = 0.0, None, False
     if not submission.units:
-        tests = empty_tests(options.assignment, "nothing in the submission could be loaded: "
-                            + "; ".join(submission.problems))
+        tests = empty_tests(options.assignment, cut("nothing in the submission could be loaded: "
+                                                    + "; ".join(submission.problems), MAX_MESSAGE))
     else:
         scratch = tempfile.mkdtemp(prefix="vg-work-")
         try:
@@ -133,8 +158,10 @@ def grade_one(student: str, folder: str, options: GradeOptions, alone: bool = Fa
             sandbox_limits = SandboxLimits(call_timeout=limits.call_timeout_seconds,
                                            unit_timeout=limits.cell_timeout_seconds, memory_mb=limits.memory_mb,
                                            cpu_seconds=int(options.timeout) + 5, output_bytes=limits.output_kb * 1024)
-            with Sandbox(workdir, units, sandbox_limits, preload=tuple(options.assignment.preload)) as sandbox:
-                load_report = [r for r in sandbox.load_report if r.get("file") != "(autograder)"]
+            with Sandbox(workdir, units, sandbox_limits, preload=tuple(options.assignment.preload),
+                         deadline=started + options.timeout) as sandbox:
+                load_report = [dict(r, error=cut(r["error"], MAX_MESSAGE), traceback=cut(r["traceback"], MAX_TRACEBACK))
+                               for r in sandbox.load_report if r.get("file") != "(autograder)"]
                 context = GradingContext(student, sandbox, dict(options.assignment.points), options.assignment.seed,
                                          _tolerance(options), deadline=started + options.timeout)
                 run_graders(context, str(GRADERS_DIR))
@@ -150,8 +177,8 @@ def grade_one(student: str, folder: str, options: GradeOptions, alone: bool = Fa
         grader_errors = context.collection_errors + [f"{r.name}:\n{r.grader_error}" for r in context.results
                                                      if r.grader_error]
         tests = [{"name": r.name, "score": round(r.score, 6), "max_score": round(r.max_score, 6),
-                  "status": r.status, "output": r.output, "visibility": "visible", "tags": [r.function]}
-                 for r in context.results]
+                  "status": r.status, "output": cut(r.output, MAX_MESSAGE), "visibility": "visible",
+                  "tags": [r.function]} for r in context.results]
         if context.collection_errors:
             tests = empty_tests(options.assignment, "internal grader error: the graders could not be collected")
     document = results_document(student, tests, options, time.monotonic() - started, notes, load_report,
@@ -182,7 +209,7 @@ def crash_document(student: str, options: GradeOptions, error: str) -> dict:
     tests = empty_tests(options.assignment, "internal grader error while grading this submission; the instructor "
                         "has the details")
     document = results_document(student, tests, options, 0.0, [f"Isolation: {options.isolation}."], [], [])
-    out_dir = options.out / student
+    out_dir = student_dir(options.out, student)
     write_atomic(out_dir / "grader_errors.txt", error)
     from autograder.feedback import write_feedback
 
@@ -200,7 +227,7 @@ def _grade_in_worker(student: str, folder: str, options: GradeOptions, alone: bo
 
 def already_graded(out: Path, student: str) -> dict | None:
     try:
-        return json.loads((out / student / RESULTS_FILE).read_text(encoding="utf-8"))
+        return json.loads((student_dir(out, student) / RESULTS_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
 
@@ -256,13 +283,14 @@ def write_summary(out: Path, tally: ClassTally, options: GradeOptions, seconds: 
         "isolation": options.isolation,
         "wall_seconds": round(seconds, 2),
         "canary": canary,
-        "grader_errors": sorted(s for s in tally.students if (out / s / "grader_errors.txt").exists()),
+        "grader_errors": sorted(s for s in tally.students
+                                if (student_dir(out, s) / "grader_errors.txt").exists()),
     }
     write_atomic(out / "summary.json", json.dumps(summary, indent=2))
     from autograder.feedback import write_class_summary
 
     write_class_summary(out / "summary.html", {s: v[0] for s, v in tally.students.items()}, tally.test_counts,
-                        summary)
+                        summary, {s: student_dir(out, s).name for s in tally.students})
     return summary
 
 
@@ -465,8 +493,8 @@ def grade_remote(student: str, entries: list, inner: str, options: GradeOptions,
 
         here = dataclasses.replace(options, out=out, isolation=isolation_level())  # this worker's, not the client's
         _grade_in_worker(student, str(entry / inner), here, alone)
-        return {str(p.relative_to(out / student)): p.read_bytes()
-                for p in sorted((out / student).rglob("*")) if p.is_file()}
+        folder = student_dir(out, student)
+        return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def _write_remote_results(out_dir: Path, files: dict[str, bytes]) -> dict:
@@ -525,7 +553,7 @@ def _grade_on_dask(root: Path, pending: list, options: GradeOptions, scheduler: 
 
             def collect(future, student: str) -> dict:
                 try:
-                    return _write_remote_results(options.out / student, future.result())
+                    return _write_remote_results(student_dir(options.out, student), future.result())
                 except Exception:  # a worker lost twice (KilledWorker), a broken result: an error result, go on
                     return crash_document(student, options, traceback.format_exc())
                 finally:

@@ -1217,9 +1217,11 @@ class Sandbox:
 
     def __init__(self, workdir: Path, units: list[LoadUnit], limits: SandboxLimits | None = None,
                  env: dict[str, str] | None = None, preload: tuple[str, ...] = DEFAULT_PRELOAD,
-                 warm: bool | None = None):
+                 warm: bool | None = None, deadline: float = float("inf")):
         """`preload`: libraries a zygote imports once for all students (with `warm`, the default where
-        warm_available(): student processes are forked from it instead of started from scratch)."""
+        warm_available(): student processes are forked from it instead of started from scratch). `deadline`
+        (time.monotonic()): loading the units, and loading them again after a crash, stops there; the units
+        not loaded by then are reported."""
         self.workdir = Path(workdir).resolve()
         self.units = list(units)
         self.limits = limits or SandboxLimits()
@@ -1233,6 +1235,7 @@ class Sandbox:
         self._skip: set[int] = set()
         self._hung: set[str] = set()  # functions whose call timed out: not called again
         self.timeouts = 0  # calls and units that ran past their wall-clock limit
+        self.deadline = deadline
         self._generation = 0
         self._started = False
         self._open = False  # between a successful __enter__ and close()
@@ -1478,15 +1481,24 @@ class Sandbox:
             for i, unit in enumerate(self.units):
                 if i in self._skip:
                     continue
+                left = self.deadline - time.monotonic()
+                if left <= 0:  # the whole submission's time is used up: the rest is not loaded
+                    self._skip.add(i)
+                    self._report(i, unit, "TimeoutError: not loaded: the time limit for the whole submission was "
+                                          "used up while loading", "")
+                    continue
                 request = {"op": "load", "source": unit.source, "filename": self._unit_filename(unit),
                            "kind": unit.kind}
                 failure = None
                 started = time.monotonic()
+                limit = min(self.limits.unit_timeout, left)
                 try:
-                    reply, _ = child.request(request, [], self.limits.unit_timeout)
+                    reply, _ = child.request(request, [], limit)
                 except _TimedOut:
                     self.timeouts += 1
-                    failure = f"TimeoutError: ran longer than {_seconds(self.limits.unit_timeout)}; skipped"
+                    failure = (f"TimeoutError: ran longer than {_seconds(round(limit, 1))}"
+                               + ("" if limit == self.limits.unit_timeout else ", when the time limit for the whole "
+                                  "submission was used up") + "; skipped")
                 except _Died as died:
                     failure = f"ProcessCrashed: {died}; skipped"
                 except _Garbage as bad:

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from autograder import REPO_ROOT
 from autograder.course import Assignment, Course
-from autograder.grade import function_scores
+from autograder.grade import function_scores, student_dir
 
 CORPUS_DIR = REPO_ROOT / "tests" / "submissions"
 CORPORA = ("mutants", "variants", "attacks")
@@ -167,8 +167,8 @@ def validate(course: Course, assignment_id: str, out: Path, corpus_dir: Path = C
     verdicts = []
     for name, (corpus, student) in cases.items():
         expect = student.get("expect", {})
-        document = json.loads((out / name / "results.json").read_text())
-        errors_file = out / name / "grader_errors.txt"
+        document = json.loads((student_dir(out, name) / "results.json").read_text())
+        errors_file = student_dir(out, name) / "grader_errors.txt"
         verdict = Verdict(name, corpus, describe_expectation(expect), f"{document['score']:g}")
         if expect.get("requires") == "bubblewrap" and isolation != "bubblewrap":
             verdict.skipped = "needs bubblewrap"

@@ -200,3 +200,45 @@ def test_a_submission_that_hit_a_time_limit_is_graded_again_on_its_own(tmp_path,
     assert check_expectation({"lose": ["effective_horizon"]}, hal, ASSIGNMENT) == []
     hung = [t["output"] for t in hal["tests"] if t["tags"][0] == "effective_horizon" and t["status"] == "failed"]
     assert sum("timed out after" in message for message in hung) == 1  # charged once; later calls fail at once
+
+
+def test_output_amplification_is_capped(tmp_path):
+    """A 3,000-cell notebook whose every cell raises with 4 KB of text (with the reference's own answers first):
+    results.json and feedback.html stay under 1 MB, the output says it was cut, and the answers keep their
+    points."""
+    import nbformat
+
+    from autograder.examples import build_student
+
+    submissions = tmp_path / "submissions"
+    folder = build_student("amp", {"from": "solutions"}, COURSE, "vanishing_gradients", submissions)
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(f"raise ValueError('{i}' + 'x' * 4096)") for i in range(3000)]
+    nbformat.write(nb, folder / "7_noise.ipynb")
+    result = run_grade(submissions, tmp_path / "out")
+    assert result.returncode == 0, result.stderr
+    out = tmp_path / "out" / "amp"
+    assert (out / "results.json").stat().st_size < 2**20
+    assert (out / "feedback.html").stat().st_size < 2**20
+    document = results(tmp_path / "out", "amp")
+    assert "more cells or files that failed to load (output was cut" in document["output"]
+    assert document["extra_data"]["load_errors_total"] == 3000
+    assert document["score"] == 60
+
+
+def test_student_folders_named_like_class_files_do_not_collide(tmp_path):
+    """Student folders called grades.csv and summary.json are graded; their files go to OUT/student-<id>/, and
+    the class-wide files are still written, with their real ids."""
+    from autograder.examples import build_student
+
+    submissions = tmp_path / "submissions"
+    for student in ("grades.csv", "summary.json"):
+        build_student(student, {"from": "solutions"}, COURSE, "vanishing_gradients", submissions)
+    result = run_grade(submissions, tmp_path / "out")
+    assert result.returncode == 0, result.stderr
+    with open(tmp_path / "out" / "grades.csv", newline="") as f:
+        rows = {row["student"]: row["score"] for row in csv.DictReader(f)}
+    assert rows == {"grades.csv": "60", "summary.json": "60"}
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["students"] == 2
+    assert results(tmp_path / "out", "student-summary.json")["extra_data"]["student"] == "summary.json"
+    assert 'href="student-grades.csv/feedback.html"' in (tmp_path / "out" / "summary.html").read_text()

@@ -701,6 +701,19 @@ def test_forged_frames_do_not_grow_the_grader(open_sandbox):
     assert all(e.__context__ is None and e.__cause__ is None for e in kept)
 
 
+def test_loading_stops_at_the_submission_deadline(tmp_path):
+    """Six cells of 2 s each, every one under the 5 s cell limit, against a 3 s deadline for the whole submission:
+    loading stops at the deadline (about 3 s, not 12), and the cells not loaded say why."""
+    cells = [LoadUnit("nb.ipynb", i, "import time\ntime.sleep(2)\n", "cell") for i in range(6)]
+    started = time.monotonic()
+    with Sandbox(tmp_path, cells, SandboxLimits(unit_timeout=5), deadline=started + 3) as sb:
+        loaded_in = time.monotonic() - started
+        report = sb.load_report
+    assert loaded_in < 6, f"loading took {loaded_in:.1f} s against a 3 s deadline"
+    assert any("whole submission was used up" in r["error"] for r in report), report
+    assert [r["index"] for r in report] == sorted(r["index"] for r in report) and report[-1]["index"] == 5
+
+
 def test_a_function_that_hung_costs_one_timeout(open_sandbox):
     """Once a call has timed out, later calls of that function fail at once (charged to it), so one infinite
     loop costs one call limit, not one per test; other functions are still called."""
