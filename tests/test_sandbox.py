@@ -19,17 +19,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from autograder import sandbox
+from autograder.sandbox import testing
 from autograder.sandbox import (Handle, InvalidResult, LoadUnit, MissingFunction, Sandbox, SandboxLimits,
-                                StudentCrashed, StudentError, StudentException, StudentTimeout, isolation_level)
+                                StudentCrashed, StudentError, StudentException, StudentTimeout, isolation_level,
+                                warm_available)
 
 pytestmark = pytest.mark.timeout(60)
 
-HAVE_BWRAP = sandbox._bwrap_problem() is None
+HAVE_BWRAP = testing.bubblewrap_problem() is None
 LEVELS = ["process"] + (["bubblewrap"] if HAVE_BWRAP else [])
 # Each level twice: student processes forked from a warm zygote (the default where available) and started cold.
 MODES = [f"{level}-{start}" for level in LEVELS for start in ("warm", "cold")]
-needs_bwrap = pytest.mark.skipif(not HAVE_BWRAP, reason=f"bubblewrap unavailable: {sandbox._bwrap_problem()}")
+needs_bwrap = pytest.mark.skipif(not HAVE_BWRAP, reason=f"bubblewrap unavailable: {testing.bubblewrap_problem()}")
 AS_ROOT = os.geteuid() == 0
 
 
@@ -54,19 +55,7 @@ def _marked(marker: str) -> list[int]:
                         pids.append(int(name))
             except OSError:
                 pass
-    return pids + _zygote_students()
-
-
-def _zygote_students() -> list[int]:
-    """Live processes forked by this process's zygotes (keepers and student processes): a forked process keeps
-    the zygote's initial environment, so the marker cannot find them."""
-    pids = []
-    for zygote in sandbox._all_zygotes:
-        if zygote.proc.poll() is not None:
-            continue
-        top = sandbox._python_of(zygote.proc.pid, zygote.level)
-        pids += [pid for pid in sandbox._descendants(top) if _alive(pid)] if top > 0 else []
-    return pids
+    return pids + testing.zygote_processes()
 
 
 def _nobody_tasks() -> int:
@@ -89,7 +78,7 @@ def level(request, monkeypatch):
     level, start = request.param.split("-")
     monkeypatch.setenv("AUTOGRADER_ISOLATION", level)
     monkeypatch.setenv("AUTOGRADER_WARM", "1" if start == "warm" else "0")
-    if start == "warm" and not sandbox.warm_available(level):
+    if start == "warm" and not warm_available(level):
         pytest.skip(f"no warm start at the {level} level here")
     return level
 
@@ -366,7 +355,7 @@ def test_memory_is_counted_over_all_processes_of_a_student(open_sandbox):
     """Four processes of 250 MB each, with a 256 MB allowance: each is within its own per-process limit, but where a
     cgroup can be made their sum must stay under the student's limit (256 MB + the cgroup's headroom). Bounded:
     at most 1 GB in all even if nothing held, for at most 20 s."""
-    from autograder import cgroups
+    from autograder.sandbox import cgroups
 
     sb = open_sandbox("""
         import os, time
@@ -474,7 +463,7 @@ def test_cpu_is_one_cpu_per_student_where_a_cgroup_can_be_made(open_sandbox):
     """Six processes spinning for 2 s each: with a cgroup the student gets at most one CPU, so together they get
     about 2 s of CPU (a classmate graded at the same time keeps the other CPUs); without one they get what the
     machine has. Bounded: 6 processes for 2 s."""
-    from autograder import cgroups
+    from autograder.sandbox import cgroups
 
     sb = open_sandbox("""
         import os, time
@@ -813,11 +802,11 @@ def test_environment_and_working_directory(open_sandbox, level):
     """, files={"helper.py": "X = 1\n"}, env={"EXTRA": "1"})
     names = set(sb.call("env"))
     assert names == {"PATH", "HOME", "TMPDIR", "LANG", "MPLBACKEND", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
-                     "OPENBLAS_NUM_THREADS", "AUTOGRADER", "EXTRA", "AG_TEST_MARKER", sandbox.MARKER_VAR}
+                     "OPENBLAS_NUM_THREADS", "AUTOGRADER", "EXTRA", "AG_TEST_MARKER", testing.MARKER_VAR}
     assert sb.call("packages") == (np.__file__, sys.prefix)  # the grader's own interpreter and packages
     cwd, path0, omp, extra = sb.call("where")
     assert cwd == path0 and omp == "1" and extra == "1"
-    assert cwd == (sandbox.SANDBOX_WORKDIR if level == "bubblewrap" else str(sb.workdir))
+    assert cwd == (testing.SANDBOX_WORKDIR if level == "bubblewrap" else str(sb.workdir))
     assert sb.call("read_back") == ("hi", ["helper.py", "written.txt"])  # its own files, and what it wrote
     # Under bubblewrap the work folder is a tmpfs of the student's own: what it writes never reaches the host.
     assert (sb.workdir / "written.txt").exists() == (level != "bubblewrap")
@@ -829,7 +818,7 @@ def test_environment_and_working_directory(open_sandbox, level):
 def test_bubblewrap_hides_the_machine(tmp_path, monkeypatch, marker, warm):
     monkeypatch.setenv("AUTOGRADER_ISOLATION", "bubblewrap")
     monkeypatch.setenv("AUTOGRADER_WARM", warm)
-    repo = Path(sandbox.__file__).resolve().parent.parent
+    repo = testing.PACKAGE_ROOT
     other = tmp_path / "other_student"
     other.mkdir()
     (other / "secret.py").write_text("ANSWER = 42\n")
@@ -898,7 +887,7 @@ def test_bubblewrap_hides_the_machine(tmp_path, monkeypatch, marker, warm):
     assert result["root"] == ("ok", "['.pyenv']") or not str(sys.base_prefix).startswith("/root")
     assert result["write /tmp"][0] == "ok"
     assert result["thread, fork, spawn"] == ("ok", "(7, 0)")  # the seccomp filter leaves these alone
-    if sandbox._bwrap_setup()[1]:  # the seccomp filter is in force
+    if testing.seccomp_in_force():  # the seccomp filter is in force
         assert result["user namespace"] == ("failed", "PermissionError")
     if AS_ROOT:
         assert result["uid"] == 65534
@@ -946,7 +935,7 @@ def test_torch_works_inside_bubblewrap(tmp_path, monkeypatch):
 
 
 # ------------------------------------------------------------------------------------------ warm starts
-@pytest.mark.parametrize("level", [lv for lv in LEVELS if sandbox.warm_available(lv)])
+@pytest.mark.parametrize("level", [lv for lv in LEVELS if warm_available(lv)])
 def test_students_forked_from_one_zygote_leave_nothing_for_each_other(tmp_path, monkeypatch, level):
     """One zygote serves students one after another: each gets a fresh process; files in /tmp and /dev/shm, a
     patched library, leftover processes and the zygote's own control socket are out of the next one's reach."""
@@ -999,7 +988,7 @@ def test_students_forked_from_one_zygote_leave_nothing_for_each_other(tmp_path, 
             else:
                 assert sb._res.zygote is zygote  # the same warm parent served both
                 found, norm, fds, sees_grader, pid, others = sb.call("look_around")
-    shown = {os.path.join("/tmp", os.path.relpath(d, "/tmp").split(os.sep)[0]) for d in sandbox._python_dirs()
+    shown = {os.path.join("/tmp", os.path.relpath(d, "/tmp").split(os.sep)[0]) for d in testing.python_dirs()
              if d.startswith("/tmp/")}  # a virtualenv below /tmp is shown again, read-only, on the fresh /tmp
     assert [f for f in found if f not in shown] == []
     assert norm == 2.0
@@ -1015,7 +1004,7 @@ def test_students_forked_from_one_zygote_leave_nothing_for_each_other(tmp_path, 
 
 
 @needs_bwrap
-@pytest.mark.skipif(not sandbox.warm_available("bubblewrap"), reason="no warm start under bubblewrap here")
+@pytest.mark.skipif(not warm_available("bubblewrap"), reason="no warm start under bubblewrap here")
 def test_warm_student_still_sees_python_folders_below_tmp(tmp_path, monkeypatch):
     """Each student gets a fresh /tmp; a virtualenv below /tmp (a checkout cloned into /tmp, as CI does) must stay
     visible, read-only, on top of it."""
@@ -1026,11 +1015,7 @@ def test_warm_student_still_sees_python_folders_below_tmp(tmp_path, monkeypatch)
     try:
         (lib / "helper_below_tmp.py").write_text("VALUE = 42\n")
         lib.chmod(0o755)
-        dirs, path = sandbox._python_dirs() + (str(lib),), sandbox._child_path() + [str(lib)]
-        monkeypatch.setattr(sandbox, "_python_dirs", lambda: dirs)
-        monkeypatch.setattr(sandbox, "_child_path", lambda: path)
-        zygotes: dict = {}
-        monkeypatch.setattr(sandbox, "_idle_zygotes", zygotes)  # a zygote of its own, with that folder
+        testing.show_python_dir(monkeypatch, str(lib))  # with a zygote of its own, that shows the folder
         monkeypatch.setenv("AUTOGRADER_ISOLATION", "bubblewrap")
         monkeypatch.setenv("AUTOGRADER_WARM", "1")
         source = textwrap.dedent("""
@@ -1051,7 +1036,5 @@ def test_warm_student_still_sees_python_folders_below_tmp(tmp_path, monkeypatch)
             value, listing, writable = sb.call("probe")
         assert value == 42 and "mine.txt" in listing and not writable
     finally:
-        for idle in zygotes.values():
-            for zygote in idle:
-                zygote.close()
+        testing.close_idle_zygotes()  # the ones that show the folder
         shutil.rmtree(lib, ignore_errors=True)

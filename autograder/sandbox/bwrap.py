@@ -1,0 +1,162 @@
+"""Bubblewrap: whether it works here (the isolation level), and the command line that applies the policy: an
+allow-list filesystem, no network, new namespaces, the seccomp filter, and the drop to nobody (setpriv) as root."""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from autograder.sandbox.policy import (NOBODY, PYTHON, SANDBOX_HOME, SANDBOX_SUBMITTED, SANDBOX_WORKDIR,
+                                       SANDBOX_WORKER, ZYGOTE_CAPS)
+from autograder.sandbox import policy
+from autograder.sandbox.seccomp import _seccomp_program
+
+def isolation_level() -> str:
+    """ "bubblewrap" if bubblewrap really works here (checked once), else "process".
+
+    AUTOGRADER_ISOLATION=process forces the process level; AUTOGRADER_ISOLATION=bubblewrap makes a missing
+    bubblewrap an error instead of a silent downgrade.
+    """
+    wanted = os.environ.get("AUTOGRADER_ISOLATION", "").strip().lower()
+    if wanted == "process":
+        return "process"
+    problem = _bwrap_problem()
+    if problem is None:
+        return "bubblewrap"
+    if wanted == "bubblewrap":
+        raise RuntimeError(f"AUTOGRADER_ISOLATION=bubblewrap, but bubblewrap does not work here: {problem}")
+    return "process"
+
+
+def _bwrap_problem() -> str | None:
+    """None if bubblewrap works here, else why not (checked once)."""
+    return _bwrap_setup()[0]
+
+
+@functools.cache
+def _bwrap_setup() -> tuple[str | None, bool]:
+    """(problem, seccomp): runs bubblewrap with the real flags on a trivial Python command, with the seccomp
+    filter and, if that fails (a kernel without seccomp filters), without it."""
+    if not sys.platform.startswith("linux"):
+        return "not Linux", False
+    if shutil.which("bwrap") is None:
+        return "bwrap is not installed", False
+    if not hasattr(os, "memfd_create"):
+        return "os.memfd_create is missing", False
+    if os.geteuid() == 0 and shutil.which("setpriv") is None:
+        return "setpriv is not installed", False
+    package = Path(__file__).resolve().parent
+    for d in policy._python_dirs():
+        if package.is_relative_to(d):
+            return (f"the Python installation {d} contains the autograder package; it cannot be shown to "
+                    f"students"), False
+    if _seccomp_program() is not None and _probe(seccomp=True) is None:
+        return None, True
+    return _probe(seccomp=False), False
+
+
+def _probe(seccomp: bool) -> str | None:
+    with tempfile.TemporaryDirectory(prefix="agsb-probe-") as work:
+        check = f"import os, sys; sys.exit(0 if os.getuid() == {NOBODY} or {os.geteuid() != 0} else 1)"
+        argv, fds = _bwrap_command(Path(work), b"", 2**20, seccomp)
+        try:
+            run = subprocess.run(argv + [PYTHON, "-I", "-S", "-c", check], stdin=subprocess.DEVNULL,
+                                 capture_output=True, timeout=30, env={"PATH": "/usr/bin:/bin"}, pass_fds=fds)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return f"bwrap failed to run: {exc}"
+        finally:
+            for fd in fds:
+                os.close(fd)
+        if run.returncode != 0:
+            return f"bwrap exited with status {run.returncode}: {run.stderr.decode(errors='replace')[:500]}"
+    return None
+
+
+def _data_fd(data: bytes) -> int:
+    """A file descriptor to read `data` from, for bwrap --ro-bind-data (no temporary file on disk)."""
+    fd = os.memfd_create("agsb-data")  # close-on-exec: only the child it is passed to gets it
+    os.write(fd, data)
+    os.lseek(fd, 0, os.SEEK_SET)
+    return fd
+
+
+@functools.cache
+def _tool(name: str) -> str:
+    return shutil.which(name) or name
+
+
+# bwrap's root is a tmpfs; in a user namespace (a grader that is not root) the student owns it and could fill it,
+# or leave files there for the next student of a zygote: read-only, like everything not bound writable. Last, once
+# every mount point exists.
+_READ_ONLY_ROOT = ["--remount-ro", "/"]
+
+
+def _bwrap_command(workdir: Path, worker_source: bytes, tmp_bytes: int,
+                   with_seccomp: bool, zygote: bool = False) -> tuple[list[str], tuple[int, ...]]:
+    """bwrap [+ setpriv] command prefix: an allow-list filesystem, no network, drop to nobody.
+
+    For a zygote, `workdir` appears at SANDBOX_HOME instead, and the zygote keeps only the capabilities it needs to
+    give each student fresh mount and pid namespaces and then drop them (and, as root, become nobody): ZYGOTE_CAPS,
+    held as root, or for a normal user inside bubblewrap's user namespace.
+    Also returns the file descriptors bwrap reads (the worker's source, the seccomp filter): pass them to one
+    child (bwrap reads them to the end), then close them."""
+    worker_fd = _data_fd(worker_source)  # becomes a read-only /sandbox/worker.py (--ro-bind-data)
+    seccomp = _seccomp_program() if with_seccomp else None
+    fds = (worker_fd,) if seccomp is None else (worker_fd, _data_fd(seccomp))
+    argv = [_tool("bwrap")]
+    if os.geteuid() == 0:
+        # Every namespace but the user one: a user namespace created by root maps only uid 0, so setpriv could
+        # not become nobody, and RLIMIT_NPROC would not apply. As root, bwrap needs no user namespace.
+        argv += ["--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try"]
+    else:
+        argv += ["--unshare-all", "--unshare-user", "--uid", str(NOBODY), "--gid", str(NOBODY)]
+    if seccomp is not None:
+        argv += ["--seccomp", str(fds[1])]
+    argv += ["--die-with-parent", "--new-session", "--hostname", "sandbox",
+             "--ro-bind", "/usr", "/usr", "--ro-bind", "/etc", "/etc"]
+    for name in ("bin", "sbin", "lib", "lib32", "lib64", "libx32"):
+        path = "/" + name
+        if os.path.islink(path):  # merged /usr (Debian 12): recreate the symlinks
+            argv += ["--symlink", os.readlink(path), path]
+        elif os.path.isdir(path):
+            argv += ["--ro-bind", path, path]
+    argv += ["--proc", "/proc", "--dev", "/dev",
+             "--perms", "1777", "--size", str(tmp_bytes), "--tmpfs", "/tmp",
+             "--perms", "1777", "--size", str(max(tmp_bytes // 4, 2**20)), "--tmpfs", "/dev/shm"]
+    made = {"/", "/usr", "/etc", "/tmp", "/dev", "/proc"}
+
+    def parents(path: str) -> list[str]:
+        # bwrap creates missing parents with mode 0700, which nobody cannot cross: create them 0755 first.
+        out = []
+        for parent in reversed(Path(path).parents):
+            p = str(parent)
+            if p not in made:
+                made.add(p)
+                out += ["--perms", "0755", "--dir", p]
+        return out
+
+    for d in policy._python_dirs():
+        argv += parents(d) + ["--ro-bind", d, d]
+    argv += parents(SANDBOX_WORKER) + ["--perms", "0444", "--ro-bind-data", str(worker_fd), SANDBOX_WORKER]
+    if zygote:
+        argv += parents(SANDBOX_HOME) + ["--bind", str(workdir), SANDBOX_HOME, "--chdir", "/"]
+        for cap in ZYGOTE_CAPS:
+            argv += ["--cap-add", cap]
+        return argv + _READ_ONLY_ROOT + ["--"], fds
+    # The student's files read-only, and its work folder a tmpfs of tmp_bytes (the worker copies them in before
+    # any student code): what it writes is capped in size and never reaches the host's disk.
+    argv += parents(SANDBOX_WORKDIR) + ["--ro-bind", str(workdir), SANDBOX_SUBMITTED,
+                                        "--perms", "1777", "--size", str(tmp_bytes), "--tmpfs", SANDBOX_WORKDIR,
+                                        "--chdir", SANDBOX_WORKDIR]
+    argv += _READ_ONLY_ROOT
+    if os.geteuid() == 0:
+        argv += ["--", _tool("setpriv"), f"--reuid={NOBODY}", f"--regid={NOBODY}",
+                 "--clear-groups", "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs"]
+    else:
+        argv += ["--"]
+    return argv, fds

@@ -1,0 +1,408 @@
+"""The Sandbox: student code loaded into a child process, and calls into it (see the package docstring)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import sys
+import tempfile
+import threading
+import time
+import warnings
+import weakref
+import errno
+from pathlib import Path
+from typing import Any
+
+from autograder.files import remove_tree
+from autograder.sandbox import cgroups, policy
+from autograder.sandbox import zygote as zygotes
+from autograder.sandbox.bwrap import _bwrap_command, _bwrap_setup, isolation_level
+from autograder.sandbox.cgroups import StudentGroup
+from autograder.sandbox.channel import _Died, _Garbage, _Output, _TimedOut
+from autograder.sandbox.codec import _cap_text, _Decoder, _encode_arg, _seconds
+from autograder.sandbox.errors import (InvalidResult, MissingFunction, StudentCrashed, StudentError,
+                                       StudentException, StudentTimeout)
+from autograder.sandbox.limits import LoadUnit, SandboxLimits
+from autograder.sandbox.policy import (DEFAULT_PRELOAD, MARKER_VAR, MAX_HEADER, MAX_TYPE_NAME, NOBODY, PYTHON,
+                                       SANDBOX_SUBMITTED, SANDBOX_WORKDIR, SANDBOX_WORKER, START_TIMEOUT,
+                                       WORKER_SOURCE, _rlimits)
+from autograder.sandbox.process import _Child, _WarmChild
+from autograder.sandbox.zygote import _lease_zygote, _return_zygote, _Zygote, warm_available
+
+class _Resources:
+    """What a Sandbox must release; also run by a finalizer if a Sandbox is dropped without close()."""
+
+    def __init__(self):
+        self.child: _Child | None = None
+        self.private_dir: str | None = None
+        self.zygote: _Zygote | None = None  # leased for this sandbox's life
+        self.moved: tuple[Path, Path] | None = None  # (the caller's work folder, where it is meanwhile)
+        self.group: StudentGroup | None = None  # the student's cgroup, for all its processes
+
+    def close(self) -> None:
+        if self.child is not None:
+            self.child.kill()
+            self.child = None
+        if self.group is not None:  # empty now: every process of the student is gone
+            self.group.close()
+            self.group = None
+        if self.moved is not None:  # every student process is gone: give the folder back
+            _move_tree(self.moved[1], self.moved[0])
+            self.moved = None
+        if self.zygote is not None:
+            _return_zygote(self.zygote)
+            self.zygote = None
+        if self.private_dir is not None:
+            remove_tree(self.private_dir)
+            self.private_dir = None
+
+
+class Sandbox:
+    """Student code loaded into a child process; `call` runs one of its functions."""
+
+    def __init__(self, workdir: Path, units: list[LoadUnit], limits: SandboxLimits | None = None,
+                 env: dict[str, str] | None = None, preload: tuple[str, ...] = DEFAULT_PRELOAD,
+                 warm: bool | None = None, deadline: float = float("inf")):
+        """`preload`: libraries a zygote imports once for all students (with `warm`, the default where
+        warm_available(): student processes are forked from it instead of started from scratch). `deadline`
+        (time.monotonic()): loading the units, and loading them again after a crash, stops there; the units
+        not loaded by then are reported."""
+        self.workdir = Path(workdir).resolve()
+        self.units = list(units)
+        self.limits = limits or SandboxLimits()
+        self.extra_env = dict(env or {})
+        self.isolation = isolation_level()
+        self.preload = tuple(preload)
+        self.warm = warm_available(self.isolation) if warm is None else (warm and warm_available(self.isolation))
+        self.student_seconds = 0.0  # wall time spent waiting for student code (loading units and calls)
+        self.restarts = 0
+        self._reports: dict[int, dict] = {}
+        self._skip: set[int] = set()
+        self._hung: set[str] = set()  # functions whose call timed out: not called again
+        self.timeouts = 0  # calls and units that ran past their wall-clock limit
+        self.deadline = deadline
+        self._generation = 0
+        self._started = False
+        self._open = False  # between a successful __enter__ and close()
+        self._lock = threading.RLock()
+        self._output = _Output(self.limits.output_bytes)
+        self._marker = secrets.token_hex(16)
+        self._identity = object()  # what Handles remember of their sandbox
+        self._res = _Resources()
+        self._finalizer = weakref.finalize(self, self._res.close)
+
+    # ---- public API ----
+    @property
+    def memory_scope(self) -> str:
+        """How the memory and process limits applied to this student, for the results."""
+        if self._res.group is not None:
+            return (f"per student: {self.limits.memory_mb} MB, {self.limits.processes} processes and one CPU for all "
+                    f"its processes together (cgroup {self._res.group.version})")
+        return (f"per process: {self.limits.memory_mb} MB each (RLIMIT_DATA; no cgroup: {cgroups.support()[1]})")
+
+    @property
+    def load_report(self) -> list[dict]:
+        """One entry per unit that failed to load (raised, timed out, crashed), in unit order."""
+        return [dict(self._reports[i]) for i in sorted(self._reports)]
+
+    def output(self) -> str:
+        """Student stdout+stderr so far (all processes of this sandbox), capped at output_bytes."""
+        child = self._res.child
+        if child is not None and child.out.fd >= 0:
+            child.out.pump()
+        return self._output.text()
+
+    def __enter__(self) -> "Sandbox":
+        with self._lock:
+            if self._started:
+                raise RuntimeError("a Sandbox can be entered only once")
+            self._started = True
+            try:
+                self._prepare()
+                self._res.group = StudentGroup.create(self.limits.memory_mb * 2**20, self.limits.processes)
+                self._res.child = self._start_and_load()
+            except BaseException:
+                self.close()
+                raise
+            self._open = True
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Kills every process of the sandbox and removes its private files."""
+        with self._lock:
+            self._open = False
+            moved = self._res.moved
+            self._res.close()
+            if moved is not None:
+                self.workdir = moved[0]
+
+    def call(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        """Calls the student's function `name`; plain results come back as data, the rest as Handles."""
+        with self._lock:
+            if not self._open:
+                raise RuntimeError("the Sandbox is not open (use it in a with statement)")
+            child = self._res.child
+            if child is None:  # the last one timed out or crashed: start afresh, reload the units
+                child = self._res.child = self._start_and_load()
+            buffers: list[bytes] = []
+            request = {"op": "call", "name": name,
+                       "args": [_encode_arg(a, buffers, self._identity, child.generation) for a in args],
+                       "kwargs": [[k, _encode_arg(v, buffers, self._identity, child.generation)]
+                                  for k, v in kwargs.items()]}
+            what = f"{name}()"
+            if name in self._hung:  # an infinite loop costs one call timeout, not one per test
+                raise StudentTimeout(f"{what} was not called again: it timed out earlier "
+                                     f"(after {_seconds(self.limits.call_timeout)})")
+            # Failures are raised as fresh exceptions carrying a message only, never with the exception that
+            # found them as their context: its frames hold what the student sent (up to reply_bytes), and a
+            # grader may keep the exception for a while.
+            failure: StudentError | None = None
+            started = time.monotonic()
+            try:
+                reply, payload = child.request(request, buffers, self.limits.call_timeout)
+            except _TimedOut:
+                self._hung.add(name)
+                self.timeouts += 1
+                failure = StudentTimeout(f"{what} timed out after {_seconds(self.limits.call_timeout)}")
+            except _Died as died:
+                failure = StudentCrashed(f"{what} ended the student process: {died}")
+            except _Garbage as bad:
+                failure = InvalidResult(f"{what} sent back a malformed reply: {bad}")
+            except BaseException:  # interrupted mid-request (e.g. a signal): its reply would be out of step
+                self._discard_child()
+                raise
+            finally:
+                self.student_seconds += time.monotonic() - started
+            if failure is not None:
+                self._discard_child()
+                raise failure
+            status = reply.get("status")
+            if status == "ok" and "value" in reply:
+                try:
+                    return _Decoder(reply, payload, self._identity, child.generation).value(reply["value"])
+                except InvalidResult as exc:
+                    failure = InvalidResult(str(exc))
+                del reply, payload
+                self._discard_child()  # a child that writes malformed replies is not trusted again
+                raise failure
+            error = self._failure(what, reply)
+            if isinstance(error, InvalidResult) and status != "toolarge":
+                self._discard_child()
+            raise error
+
+    # ---- internals ----
+    def _failure(self, what: str, reply: dict) -> StudentError:
+        """The exception for a reply that is not a value."""
+        status = reply.get("status")
+        if status == "raised":
+            return StudentException(_cap_text(reply.get("type"), MAX_TYPE_NAME) or "?",
+                                    _cap_text(reply.get("message")), _cap_text(reply.get("traceback")))
+        if status == "missing":
+            return MissingFunction(f"{what[:-2][:200]} {_cap_text(reply.get('reason'), 200)}")
+        if status == "toolarge" and type(reply.get("size")) is int:
+            return InvalidResult(f"{what} returned {reply['size']} bytes, over the limit of {self.limits.reply_bytes} "
+                                 f"(or a value whose description is over {MAX_HEADER} bytes: return numpy arrays "
+                                 "rather than long lists)")
+        if status == "badrequest":
+            return StudentError(f"{what}: {_cap_text(reply.get('message'), 200)}")
+        return InvalidResult(f"{what} sent back a malformed reply")
+
+    def _prepare(self) -> None:
+        if not self.workdir.is_dir():
+            raise FileNotFoundError(f"work folder {self.workdir} does not exist")
+        venv_bin = os.path.join(sys.prefix, "bin")
+        base_env = {"PATH": f"{venv_bin}:/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "MPLBACKEND": "Agg",
+                    "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "AUTOGRADER": "1"}
+        if self.warm:
+            try:
+                self._res.zygote = _lease_zygote(self.isolation, self.preload, base_env)
+            except RuntimeError as exc:  # e.g. a container that refuses the zygote's capabilities
+                zygotes._zygote_trouble = str(exc)  # warm starts stay off in this process
+                warnings.warn(f"warm sandboxes are off in this process: {exc}", RuntimeWarning, stacklevel=2)
+                self.warm = False
+        if self.isolation == "bubblewrap":
+            if self.warm:
+                self._move_workdir_into(self._res.zygote)
+            if os.geteuid() == 0:
+                _chown_tree(self.workdir, NOBODY, NOBODY)  # the student runs as nobody and writes here
+            self._cwd = "/"  # bwrap --chdir takes the student to SANDBOX_WORKDIR
+            home = tmp = "/tmp"  # a private tmpfs
+            self._workdir_inside = SANDBOX_WORKDIR
+        else:
+            # Private HOME, TMPDIR and a copy of the worker (bubblewrap needs none: it has its own /tmp and
+            # reads the worker from a memory file).
+            private = Path(tempfile.mkdtemp(prefix="agsb-"))
+            self._res.private_dir = str(private)
+            worker = private / "worker.py"
+            worker.write_bytes(WORKER_SOURCE)
+            worker.chmod(0o444)
+            (private / "home").mkdir()
+            (private / "tmp").mkdir()
+            self._process_argv = [PYTHON, "-I", "-S", str(worker)]
+            self._cwd = str(self.workdir)
+            home, tmp = str(private / "home"), str(private / "tmp")
+            self._workdir_inside = str(self.workdir)
+        # python -S: the worker takes the import path from here (see worker._setup_paths).
+        self._config = {"prefix": sys.prefix, "exec_prefix": sys.exec_prefix, "path": policy._child_path(),
+                        "reply_limit": self.limits.reply_bytes, "preload": list(self.preload),
+                        "memory_bytes": self.limits.memory_mb * 2**20,
+                        "copy_from": SANDBOX_SUBMITTED if self.isolation == "bubblewrap" else None}
+        self._env = {**base_env, "HOME": home, "TMPDIR": tmp, **self.extra_env, MARKER_VAR: self._marker}
+
+    def _move_workdir_into(self, zygote: _Zygote) -> None:
+        """A zygote shows its scratch folder at SANDBOX_HOME: the work folder goes there while the sandbox is open
+        (and back in close())."""
+        inside = zygote.scratch / "work"
+        shutil.rmtree(inside, ignore_errors=True)  # a leftover of a sandbox that did not close cleanly
+        _move_tree(self.workdir, inside)
+        original = self._res.moved[0] if self._res.moved is not None else self.workdir
+        self._res.moved = (original, inside)
+        self.workdir = inside
+
+    def _new_child(self) -> _Child:
+        if self.warm:
+            zygote = self._res.zygote
+            if not zygote.alive():  # it should not end (no student code runs in it): start another
+                zygote = _lease_zygote(zygote.level, zygote.preload, zygote.base_env)
+                if self._res.moved is not None:
+                    self._move_workdir_into(zygote)
+                self._res.zygote.close()
+                self._res.zygote = zygote
+            bubblewrap = self.isolation == "bubblewrap"
+            request = {"rlimits": _rlimits(self.limits), "memory_bytes": self.limits.memory_mb * 2**20, "uid": NOBODY if bubblewrap and os.geteuid() == 0 else None,
+                       "cwd": self._workdir_inside, "env": self._env, "reply_limit": self.limits.reply_bytes,
+                       "namespaces": bubblewrap, "tmp_bytes": self.limits.disk_bytes,
+                       "under_tmp": [d for d in policy._python_dirs() if d.startswith("/tmp/")]}
+            return _WarmChild(zygote, request, self.limits, self.isolation, self._generation, self._output,
+                              self._res.group)
+        if self.isolation != "bubblewrap":
+            return _Child(self._process_argv, (), self._config, self._env, self._cwd, self.limits, self.isolation,
+                          self._marker, self._generation, self._output, self._res.group)
+        argv, fds = _bwrap_command(self.workdir, WORKER_SOURCE, self.limits.disk_bytes, _bwrap_setup()[1])
+        try:
+            return _Child(argv + [PYTHON, "-I", "-S", SANDBOX_WORKER], fds, self._config, self._env,
+                          self._cwd, self.limits, self.isolation, self._marker, self._generation, self._output,
+                          self._res.group)
+        finally:
+            for fd in fds:
+                os.close(fd)
+
+    def _spawn(self) -> _Child:
+        """Starts a child and waits for its greeting (no student code has run yet)."""
+        self._generation += 1
+        if self._generation > 1:
+            self.restarts += 1
+        deadline = time.monotonic() + START_TIMEOUT
+        delay = 0.1
+        while True:
+            seen = len(self._output.data)
+            child = self._new_child()
+            self._res.child = child  # so that close() kills it even if start-up fails
+            try:
+                child.await_greeting(max(deadline - time.monotonic(), 1.0))
+                return child
+            except (_TimedOut, _Died, _Garbage) as exc:
+                child.kill()
+                self._res.child = None
+                said = bytes(self._output.data[seen:])
+                if isinstance(exc, _Died) and b"Resource temporarily unavailable" in said \
+                        and time.monotonic() + delay < deadline:
+                    # RLIMIT_NPROC counts all processes of uid 65534, so another student's fork bomb can use
+                    # it up for a moment (until its call times out): wait rather than fail this student.
+                    time.sleep(delay)
+                    delay = min(2 * delay, 2.0)
+                    continue
+                raise RuntimeError(f"the student process did not start ({type(exc).__name__.strip('_')}: "
+                                   f"{exc}); its output: {said[-1000:].decode(errors='replace')!r}") from None
+
+    def _start_and_load(self) -> _Child:
+        """Starts a child and loads every unit not known to hang or crash; restarts after each such unit."""
+        while True:
+            child = self._spawn()
+            for i, unit in enumerate(self.units):
+                if i in self._skip:
+                    continue
+                left = self.deadline - time.monotonic()
+                if left <= 0:  # the whole submission's time is used up: the rest is not loaded
+                    self._skip.add(i)
+                    self._report(i, unit, "TimeoutError: not loaded: the time limit for the whole submission was "
+                                          "used up while loading", "")
+                    continue
+                request = {"op": "load", "source": unit.source, "filename": self._unit_filename(unit),
+                           "kind": unit.kind}
+                failure = None
+                started = time.monotonic()
+                limit = min(self.limits.unit_timeout, left)
+                try:
+                    reply, _ = child.request(request, [], limit)
+                except _TimedOut:
+                    self.timeouts += 1
+                    failure = (f"TimeoutError: ran longer than {_seconds(round(limit, 1))}"
+                               + ("" if limit == self.limits.unit_timeout else ", when the time limit for the whole "
+                                  "submission was used up") + "; skipped")
+                except _Died as died:
+                    failure = f"ProcessCrashed: {died}; skipped"
+                except _Garbage as bad:
+                    failure = f"InvalidResult: {bad}; skipped"
+                except BaseException:  # e.g. KeyboardInterrupt: never keep a half-loaded child
+                    self._discard_child()
+                    raise
+                finally:
+                    self.student_seconds += time.monotonic() - started
+                if failure is not None:
+                    self._skip.add(i)
+                    self._report(i, unit, failure, "")
+                    self._discard_child()
+                    break
+                if reply.get("status") == "raised":
+                    self._report(i, unit, f"{_cap_text(reply.get('type'), MAX_TYPE_NAME)}: "
+                                          f"{_cap_text(reply.get('message'))}", _cap_text(reply.get("traceback")))
+                elif reply.get("status") != "ok":
+                    self._skip.add(i)
+                    self._report(i, unit, "InvalidResult: malformed reply; skipped", "")
+                    self._discard_child()
+                    break
+            else:
+                return child
+
+    def _unit_filename(self, unit: LoadUnit) -> str:
+        if unit.kind == "module":
+            return os.path.join(self._workdir_inside, unit.file)
+        return f"{unit.file} (cell {unit.index})"
+
+    def _report(self, i: int, unit: LoadUnit, error: str, tb: str) -> None:
+        if i not in self._reports:  # a reload repeats the first load's errors: report each unit once
+            self._reports[i] = {"file": unit.file, "index": unit.index, "kind": unit.kind, "error": error,
+                                "traceback": tb}
+
+    def _discard_child(self) -> None:
+        if self._res.child is not None:
+            self._res.child.kill()
+            self._res.child = None
+
+    def __repr__(self) -> str:
+        return f"<Sandbox {self.workdir} isolation={self.isolation} restarts={self.restarts}>"
+
+
+def _move_tree(source: Path, dest: Path) -> None:
+    """Renames a folder, or copies it (symlinks as links) and removes the original across file systems."""
+    try:
+        os.rename(source, dest)
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+        shutil.copytree(source, dest, symlinks=True)
+        shutil.rmtree(source)
+
+
+def _chown_tree(root: Path, uid: int, gid: int) -> None:
+    """chown -R without following symlinks (a student's symlink must not hand over the file it points to)."""
+    os.chown(root, uid, gid, follow_symlinks=False)
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            os.chown(os.path.join(dirpath, name), uid, gid, follow_symlinks=False)
