@@ -11,8 +11,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from autograder.sandbox.policy import (NOBODY, PYTHON, SANDBOX_HOME, SANDBOX_SUBMITTED, SANDBOX_WORKDIR,
-                                       SANDBOX_WORKER, ZYGOTE_CAPS)
+from autograder.sandbox.limits import SandboxLimits
+from autograder.sandbox.policy import (NOBODY, PYTHON, SANDBOX_HOME, SANDBOX_SUBMITTED, SANDBOX_TMP, SANDBOX_WORKER,
+                                       IsolationPolicy, isolation_policy)
 from autograder.sandbox import policy
 from autograder.sandbox.seccomp import _seccomp_program
 
@@ -50,7 +51,7 @@ def _bwrap_setup() -> tuple[str | None, bool]:
         return "os.memfd_create is missing", False
     if os.geteuid() == 0 and shutil.which("setpriv") is None:
         return "setpriv is not installed", False
-    package = Path(__file__).resolve().parent
+    package = Path(__file__).resolve().parent.parent  # autograder/
     for d in policy._python_dirs():
         if package.is_relative_to(d):
             return (f"the Python installation {d} contains the autograder package; it cannot be shown to "
@@ -63,7 +64,8 @@ def _bwrap_setup() -> tuple[str | None, bool]:
 def _probe(seccomp: bool) -> str | None:
     with tempfile.TemporaryDirectory(prefix="agsb-probe-") as work:
         check = f"import os, sys; sys.exit(0 if os.getuid() == {NOBODY} or {os.geteuid() != 0} else 1)"
-        argv, fds = _bwrap_command(Path(work), b"", 2**20, seccomp)
+        probe = isolation_policy(SandboxLimits(disk_bytes=2**20), "bubblewrap", {}, seccomp=seccomp)
+        argv, fds = _bwrap_command(probe, Path(work), b"")
         try:
             run = subprocess.run(argv + [PYTHON, "-I", "-S", "-c", check], stdin=subprocess.DEVNULL,
                                  capture_output=True, timeout=30, env={"PATH": "/usr/bin:/bin"}, pass_fds=fds)
@@ -96,38 +98,40 @@ def _tool(name: str) -> str:
 _READ_ONLY_ROOT = ["--remount-ro", "/"]
 
 
-def _bwrap_command(workdir: Path, worker_source: bytes, tmp_bytes: int,
-                   with_seccomp: bool, zygote: bool = False) -> tuple[list[str], tuple[int, ...]]:
-    """bwrap [+ setpriv] command prefix: an allow-list filesystem, no network, drop to nobody.
+def _bwrap_command(policy: IsolationPolicy, workdir: Path, worker_source: bytes,
+                   zygote: bool = False) -> tuple[list[str], tuple[int, ...]]:
+    """The bwrap [+ setpriv] command prefix that applies `policy`: new namespaces, the seccomp filter, only the
+    policy's read-only folders, its tmpfs, the worker at SANDBOX_WORKER, the student's files read-only at
+    SANDBOX_SUBMITTED (copied into the work folder's tmpfs by the worker before any student code), a read-only root,
+    and, as root, the drop to nobody without capabilities.
 
-    For a zygote, `workdir` appears at SANDBOX_HOME instead, and the zygote keeps only the capabilities it needs to
-    give each student fresh mount and pid namespaces and then drop them (and, as root, become nobody): ZYGOTE_CAPS,
-    held as root, or for a normal user inside bubblewrap's user namespace.
-    Also returns the file descriptors bwrap reads (the worker's source, the seccomp filter): pass them to one
-    child (bwrap reads them to the end), then close them."""
+    For a zygote, `workdir` appears at SANDBOX_HOME instead, and the zygote keeps the policy's zygote capabilities
+    (as root, or for a normal user inside bubblewrap's user namespace), to give each student fresh namespaces and
+    then drop them; its keeper mounts each student's tmpfs (worker.py). Also returns the file descriptors bwrap
+    reads (the worker's source, the seccomp filter): pass them to one child (bwrap reads them to the end), then
+    close them."""
     worker_fd = _data_fd(worker_source)  # becomes a read-only /sandbox/worker.py (--ro-bind-data)
-    seccomp = _seccomp_program() if with_seccomp else None
+    seccomp = _seccomp_program() if policy.seccomp else None
     fds = (worker_fd,) if seccomp is None else (worker_fd, _data_fd(seccomp))
     argv = [_tool("bwrap")]
-    if os.geteuid() == 0:
-        # Every namespace but the user one: a user namespace created by root maps only uid 0, so setpriv could
-        # not become nobody, and RLIMIT_NPROC would not apply. As root, bwrap needs no user namespace.
-        argv += ["--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try"]
-    else:
-        argv += ["--unshare-all", "--unshare-user", "--uid", str(NOBODY), "--gid", str(NOBODY)]
+    for namespace in policy.namespaces:
+        argv.append("--unshare-cgroup-try" if namespace == "cgroup" else f"--unshare-{namespace}")
+    if policy.user_namespace:
+        argv += ["--uid", str(policy.uid), "--gid", str(policy.uid)]
     if seccomp is not None:
         argv += ["--seccomp", str(fds[1])]
-    argv += ["--die-with-parent", "--new-session", "--hostname", "sandbox",
-             "--ro-bind", "/usr", "/usr", "--ro-bind", "/etc", "/etc"]
+    argv += ["--die-with-parent", "--new-session", "--hostname", "sandbox"]
+    for path in policy.read_only[:2]:  # /usr and /etc; merged-/usr links between them and the Python folders
+        argv += ["--ro-bind", path, path]
     for name in ("bin", "sbin", "lib", "lib32", "lib64", "libx32"):
         path = "/" + name
         if os.path.islink(path):  # merged /usr (Debian 12): recreate the symlinks
             argv += ["--symlink", os.readlink(path), path]
         elif os.path.isdir(path):
             argv += ["--ro-bind", path, path]
-    argv += ["--proc", "/proc", "--dev", "/dev",
-             "--perms", "1777", "--size", str(tmp_bytes), "--tmpfs", "/tmp",
-             "--perms", "1777", "--size", str(max(tmp_bytes // 4, 2**20)), "--tmpfs", "/dev/shm"]
+    argv += ["--proc", "/proc", "--dev", "/dev"]
+    for path in (SANDBOX_TMP, "/dev/shm"):
+        argv += ["--perms", "1777", "--size", str(policy.tmpfs_size(path)), "--tmpfs", path]
     made = {"/", "/usr", "/etc", "/tmp", "/dev", "/proc"}
 
     def parents(path: str) -> list[str]:
@@ -140,23 +144,19 @@ def _bwrap_command(workdir: Path, worker_source: bytes, tmp_bytes: int,
                 out += ["--perms", "0755", "--dir", p]
         return out
 
-    for d in policy._python_dirs():
+    for d in policy.read_only[2:]:
         argv += parents(d) + ["--ro-bind", d, d]
     argv += parents(SANDBOX_WORKER) + ["--perms", "0444", "--ro-bind-data", str(worker_fd), SANDBOX_WORKER]
     if zygote:
         argv += parents(SANDBOX_HOME) + ["--bind", str(workdir), SANDBOX_HOME, "--chdir", "/"]
-        for cap in ZYGOTE_CAPS:
+        for cap in policy.zygote_capabilities:
             argv += ["--cap-add", cap]
         return argv + _READ_ONLY_ROOT + ["--"], fds
-    # The student's files read-only, and its work folder a tmpfs of tmp_bytes (the worker copies them in before
-    # any student code): what it writes is capped in size and never reaches the host's disk.
-    argv += parents(SANDBOX_WORKDIR) + ["--ro-bind", str(workdir), SANDBOX_SUBMITTED,
-                                        "--perms", "1777", "--size", str(tmp_bytes), "--tmpfs", SANDBOX_WORKDIR,
-                                        "--chdir", SANDBOX_WORKDIR]
-    argv += _READ_ONLY_ROOT
-    if os.geteuid() == 0:
-        argv += ["--", _tool("setpriv"), f"--reuid={NOBODY}", f"--regid={NOBODY}",
+    argv += parents(policy.workdir) + ["--ro-bind", str(workdir), SANDBOX_SUBMITTED,
+                                       "--perms", "1777", "--size", str(policy.tmpfs_size(policy.workdir)),
+                                       "--tmpfs", policy.workdir, "--chdir", policy.workdir]
+    argv += _READ_ONLY_ROOT + ["--"]
+    if policy.setuid:
+        argv += [_tool("setpriv"), f"--reuid={policy.uid}", f"--regid={policy.uid}",
                  "--clear-groups", "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs"]
-    else:
-        argv += ["--"]
     return argv, fds

@@ -3,7 +3,7 @@ student starts, together. Without one, the limits are per process (RLIMIT_DATA, 
 a student could each use the whole memory allowance, and sixty spinning processes could starve a classmate graded
 at the same time. With one, each student gets at most one CPU and an equal share when CPUs are scarce.
 
-    group = StudentGroup.create(memory_bytes=2 << 30, pids=64)   # None where no group can be made here
+    group = StudentGroup.create(memory_bytes=2 << 30, processes=64, cpus=1)   # None where none can be made here
     group.procs          # files to write "0" to, from a forked child, to join the group before exec
     group.add(pid); group.oom_kills(); group.close()
 
@@ -23,7 +23,7 @@ from pathlib import Path
 ROOT = Path("/sys/fs/cgroup")
 PARENT = "autograder"  # every student group lives below this one
 HEADROOM = 512 * 2**20  # the interpreter and libraries a cold-started student loads itself, on top of the allowance
-CPU_PERIOD_US = 100_000  # the quota is one period per period: at most one CPU per student
+CPU_PERIOD_US = 100_000  # the quota is `cpus` periods per period
 V1_CONTROLLERS = ("memory", "pids", "cpu")  # the order of StudentGroup.dirs under v1
 
 
@@ -62,24 +62,24 @@ class StudentGroup:
         self.procs = [str(d / "cgroup.procs") for d in dirs]  # a forked child writes "0" to each to join
 
     @classmethod
-    def create(cls, memory_bytes: int, pids: int) -> "StudentGroup | None":
+    def create(cls, memory_bytes: int, processes: int, cpus: int = 1) -> "StudentGroup | None":
+        """A new, empty group of at most memory_bytes, processes and cpus; None where none can be made."""
         version, _ = support()
         if version is None:
             return None
         name = f"{os.getpid()}-{secrets.token_hex(6)}"
-        limit = str(memory_bytes + HEADROOM)
+        limit, pids, quota = str(memory_bytes), str(processes), str(cpus * CPU_PERIOD_US)
         if version == "v2":
             dirs = [ROOT / PARENT / name]
             settings = [(dirs[0] / "memory.max", limit, False), (dirs[0] / "memory.swap.max", "0", True),
-                        (dirs[0] / "pids.max", str(pids), False),
-                        (dirs[0] / "cpu.max", f"{CPU_PERIOD_US} {CPU_PERIOD_US}", False)]
+                        (dirs[0] / "pids.max", pids, False), (dirs[0] / "cpu.max", f"{quota} {CPU_PERIOD_US}", False)]
         else:
             dirs = [ROOT / controller / PARENT / name for controller in V1_CONTROLLERS]
             settings = [(dirs[0] / "memory.limit_in_bytes", limit, False),
                         (dirs[0] / "memory.memsw.limit_in_bytes", limit, True),  # no swapping around the limit
-                        (dirs[1] / "pids.max", str(pids), False),
+                        (dirs[1] / "pids.max", pids, False),
                         (dirs[2] / "cpu.cfs_period_us", str(CPU_PERIOD_US), False),
-                        (dirs[2] / "cpu.cfs_quota_us", str(CPU_PERIOD_US), False)]
+                        (dirs[2] / "cpu.cfs_quota_us", quota, False)]
         made = []
         try:
             for d in dirs:

@@ -27,7 +27,7 @@ from autograder.sandbox.errors import (InvalidResult, MissingFunction, StudentCr
 from autograder.sandbox.limits import LoadUnit, SandboxLimits
 from autograder.sandbox.policy import (DEFAULT_PRELOAD, MARKER_VAR, MAX_HEADER, MAX_TYPE_NAME, NOBODY, PYTHON,
                                        SANDBOX_SUBMITTED, SANDBOX_WORKDIR, SANDBOX_WORKER, START_TIMEOUT,
-                                       WORKER_SOURCE, _rlimits)
+                                       WORKER_SOURCE, isolation_policy)
 from autograder.sandbox.process import _Child, _WarmChild
 from autograder.sandbox.zygote import _lease_zygote, _return_zygote, _Zygote, warm_available
 
@@ -121,7 +121,7 @@ class Sandbox:
             self._started = True
             try:
                 self._prepare()
-                self._res.group = StudentGroup.create(self.limits.memory_mb * 2**20, self.limits.processes)
+                self._res.group = StudentGroup.create(**dict(self.policy.cgroup))
                 self._res.child = self._start_and_load()
             except BaseException:
                 self.close()
@@ -248,11 +248,13 @@ class Sandbox:
             home, tmp = str(private / "home"), str(private / "tmp")
             self._workdir_inside = str(self.workdir)
         # python -S: the worker takes the import path from here (see worker._setup_paths).
+        self.policy = isolation_policy(self.limits, self.isolation, {**base_env, **self.extra_env},
+                                       seccomp=_bwrap_setup()[1])
         self._config = {"prefix": sys.prefix, "exec_prefix": sys.exec_prefix, "path": policy._child_path(),
                         "reply_limit": self.limits.reply_bytes, "preload": list(self.preload),
-                        "memory_bytes": self.limits.memory_mb * 2**20,
+                        "memory_bytes": self.policy.memory_bytes,
                         "copy_from": SANDBOX_SUBMITTED if self.isolation == "bubblewrap" else None}
-        self._env = {**base_env, "HOME": home, "TMPDIR": tmp, **self.extra_env, MARKER_VAR: self._marker}
+        self._env = {**dict(self.policy.environment), "HOME": home, "TMPDIR": tmp, MARKER_VAR: self._marker}
 
     def _move_workdir_into(self, zygote: _Zygote) -> None:
         """A zygote shows its scratch folder at SANDBOX_HOME: the work folder goes there while the sandbox is open
@@ -273,21 +275,24 @@ class Sandbox:
                     self._move_workdir_into(zygote)
                 self._res.zygote.close()
                 self._res.zygote = zygote
-            bubblewrap = self.isolation == "bubblewrap"
-            request = {"rlimits": _rlimits(self.limits), "memory_bytes": self.limits.memory_mb * 2**20, "uid": NOBODY if bubblewrap and os.geteuid() == 0 else None,
-                       "cwd": self._workdir_inside, "env": self._env, "reply_limit": self.limits.reply_bytes,
-                       "namespaces": bubblewrap, "tmp_bytes": self.limits.disk_bytes,
-                       "under_tmp": [d for d in policy._python_dirs() if d.startswith("/tmp/")]}
+            rules = self.policy  # the keeper applies it to the student it forks (worker.py)
+            bubblewrap = rules.level == "bubblewrap"
+            request = {"rlimits": rules.resource_limits(), "memory_bytes": rules.memory_bytes,
+                       "uid": rules.uid if rules.setuid else None, "cwd": self._workdir_inside, "env": self._env,
+                       "reply_limit": self.limits.reply_bytes, "namespaces": bubblewrap,
+                       "tmp_bytes": rules.tmpfs_size(rules.workdir) if bubblewrap else 0,
+                       "under_tmp": [d for d in rules.read_only if d.startswith("/tmp/")]}
             return _WarmChild(zygote, request, self.limits, self.isolation, self._generation, self._output,
                               self._res.group)
         if self.isolation != "bubblewrap":
             return _Child(self._process_argv, (), self._config, self._env, self._cwd, self.limits, self.isolation,
-                          self._marker, self._generation, self._output, self._res.group)
-        argv, fds = _bwrap_command(self.workdir, WORKER_SOURCE, self.limits.disk_bytes, _bwrap_setup()[1])
+                          self._marker, self._generation, self._output, self._res.group,
+                          self.policy.resource_limits())
+        argv, fds = _bwrap_command(self.policy, self.workdir, WORKER_SOURCE)
         try:
             return _Child(argv + [PYTHON, "-I", "-S", SANDBOX_WORKER], fds, self._config, self._env,
                           self._cwd, self.limits, self.isolation, self._marker, self._generation, self._output,
-                          self._res.group)
+                          self._res.group, self.policy.resource_limits())
         finally:
             for fd in fds:
                 os.close(fd)

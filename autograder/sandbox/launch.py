@@ -7,8 +7,6 @@ import ctypes
 import resource
 import signal
 
-from autograder.sandbox.limits import SandboxLimits
-from autograder.sandbox.policy import _rlimits
 
 _PR_SET_PDEATHSIG = 1
 try:
@@ -17,17 +15,15 @@ except (OSError, AttributeError):  # not Linux
     _prctl = None
 
 
-def _preexec(limits: SandboxLimits | None, join: tuple[str, ...] = ()):
+def _preexec(rlimits: list[tuple[int, int]], join: tuple[str, ...] = ()):
     """Runs in the forked child before exec: rlimits (inherited by bwrap, setpriv, python, descendants), soft =
     hard, so student code cannot raise them (and cannot catch SIGXCPU to go on); death with the grader; and the
     student's cgroup, joined by writing 0 to each of its `join` files (so everything it starts is counted)."""
-    capped = _rlimits(limits) if limits is not None else []
-
     def setup():
         for procs in join:
             with open(procs, "w") as f:
                 f.write("0")
-        for res, value in capped:
+        for res, value in rlimits:
             resource.setrlimit(res, (value, value))
         if _prctl is not None:
             _prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)  # die if the grader dies

@@ -32,7 +32,7 @@ class _Child:
 
     def __init__(self, argv: list[str], extra_fds: tuple[int, ...], config: dict, env: dict[str, str], cwd: str,
                  limits: SandboxLimits, level: str, marker: str, generation: int, output: _Output,
-                 group: StudentGroup | None = None):
+                 group: StudentGroup | None = None, rlimits: list[tuple[int, int]] = ()):
         self._state(limits, level, marker, generation, output, group)
         req_r, self.req_w = os.pipe()
         self.rep_r, rep_w = os.pipe()
@@ -43,7 +43,7 @@ class _Child:
                 stdin=subprocess.DEVNULL, stdout=out_w, stderr=out_w, pass_fds=(req_r, rep_w, *extra_fds),
                 close_fds=True,
                 cwd=cwd, env=env, start_new_session=True,
-                preexec_fn=_preexec(limits, tuple(group.procs) if group is not None else ()))
+                preexec_fn=_preexec(rlimits, tuple(group.procs) if group is not None else ()))
         except BaseException:
             for fd in (self.req_w, self.rep_r, out_r):
                 os.close(fd)

@@ -21,6 +21,8 @@ from autograder.sandbox.bwrap import _bwrap_command, _bwrap_setup
 from autograder.sandbox.channel import _Output, _OutputPipe
 from autograder.sandbox.launch import _preexec
 from autograder.sandbox import policy
+from autograder.sandbox.limits import SandboxLimits
+from autograder.sandbox.policy import isolation_policy
 from autograder.sandbox.policy import PYTHON, SANDBOX_WORKER, WORKER_SOURCE, ZYGOTE_START_TIMEOUT
 from autograder.sandbox.procfs import _children, _python_of
 
@@ -51,7 +53,8 @@ class _Zygote:
         try:
             if level == "bubblewrap":
                 os.chmod(self.scratch, 0o755)  # nobody must reach the work folder inside
-                argv, fds = _bwrap_command(self.scratch, WORKER_SOURCE, 2**26, _bwrap_setup()[1], zygote=True)
+                rules = isolation_policy(SandboxLimits(), level, self.base_env, seccomp=_bwrap_setup()[1])
+                argv, fds = _bwrap_command(rules, self.scratch, WORKER_SOURCE, zygote=True)
                 argv += [PYTHON, "-I", "-S", SANDBOX_WORKER]
             else:
                 worker = self.scratch / "worker.py"
@@ -61,7 +64,7 @@ class _Zygote:
             argv += ["--zygote", str(theirs.fileno()), marshal.dumps(config).hex()]
             self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out_w, stderr=out_w,
                                          pass_fds=(theirs.fileno(), *fds), close_fds=True, cwd="/", env=env,
-                                         start_new_session=True, preexec_fn=_preexec(None))
+                                         start_new_session=True, preexec_fn=_preexec([]))
         except BaseException:
             os.close(out_r)
             self.control.close()
