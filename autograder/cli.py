@@ -148,20 +148,18 @@ def grade(submissions: Path, out: Path, jobs: int, timeout: float | None, resume
 
 @main.command()
 @click.argument("notebooks", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--assignment", "assignment_id", default="vanishing_gradients", show_default=True,
+              help="Assignment id in course.yml (its limits and preloaded libraries apply).")
 @course_option
-def check(notebooks: tuple[Path, ...], course_file: Path):
+def check(notebooks: tuple[Path, ...], assignment_id: str, course_file: Path):
     """Self-check: run each NOTEBOOK as the grader loads it and report its public checks (seconds; no hidden
     tests). Exits 1 when a check fails."""
     from autograder.check import check_notebook, format_results
-    from autograder.sandbox import SandboxLimits
 
-    assignment = _load(course_file).assignments[0]
-    limits = assignment.limits
-    sandbox_limits = SandboxLimits(call_timeout=limits.call_timeout_seconds, unit_timeout=limits.cell_timeout_seconds,
-                                   memory_mb=limits.memory_mb)
+    assignment = _load(course_file).assignment(assignment_id)
     failed = False
     for notebook in notebooks:
-        results, problems = check_notebook(notebook, sandbox_limits, tuple(assignment.preload))
+        results, problems = check_notebook(notebook, assignment.limits.sandbox_limits(), tuple(assignment.preload))
         click.echo(format_results(notebook, results, problems))
         failed |= bool(problems) or not all(r.passed for r in results)
     if failed:

@@ -29,6 +29,15 @@ class Limits(_Strict):
                                    "student in total where a cgroup can be made, else per process")
     output_kb: PositiveInt = Field(description="how much student stdout/stderr is kept")
 
+    def sandbox_limits(self, timeout: float | None = None):
+        """These limits as the sandbox takes them (the one place where course.yml's limits become SandboxLimits);
+        `timeout`: the whole submission's wall-clock limit, if not timeout_seconds (it bounds CPU time too)."""
+        from autograder.sandbox import SandboxLimits
+
+        return SandboxLimits(call_timeout=self.call_timeout_seconds, unit_timeout=self.cell_timeout_seconds,
+                             memory_mb=self.memory_mb, cpu_seconds=int(timeout or self.timeout_seconds) + 5,
+                             output_bytes=self.output_kb * 1024)
+
 
 class Tolerances(_Strict):
     rtol: PositiveFloat

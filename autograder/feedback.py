@@ -59,7 +59,7 @@ def render_feedback(document: dict, figures: list[dict] | None = None) -> str:
 
 
 def write_feedback(path: Path, document: dict, figures: list[dict] | None = None) -> None:
-    from autograder.grade import write_atomic
+    from autograder.files import write_atomic
 
     write_atomic(path, render_feedback(document, figures))
 
@@ -118,7 +118,7 @@ def write_class_summary(path: Path, scores: dict[str, float], test_counts: dict[
                         summary: dict, folders: dict[str, str] | None = None) -> None:
     """The instructor's page: score histogram, pass rate of every test (test_counts: name -> [passed, failed]),
     the most common failing tests, and every student's score with a link to their page."""
-    from autograder.grade import write_atomic
+    from autograder.files import write_atomic
 
     rows = sorted(({"name": name, "failed": failed, "rate": passed / max(1, passed + failed)}
                    for name, (passed, failed) in test_counts.items()), key=lambda row: (-row["failed"], row["name"]))

@@ -1,11 +1,28 @@
-"""File helpers for trees a student may have shaped: removing them must not fail, whatever is in there."""
+"""File helpers: reports written atomically, and trees a student may have shaped removed without fail."""
 
 from __future__ import annotations
 
 import os
 import secrets
 import stat
+import tempfile
 from pathlib import Path
+
+
+def write_atomic(path: Path, data: str | bytes) -> None:
+    """Writes a report so that a reader never sees half of it (a temporary file beside it, then a rename); the
+    file is readable by the course staff (0644). Text is written as UTF-8."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode("utf-8") if isinstance(data, str) else data)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def remove_tree(root: str | Path) -> list[str]:

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from autograder.course import Assignment, Course
-from autograder.files import remove_tree
+from autograder.files import remove_tree, write_atomic
 
 GRADERS_DIR = Path(__file__).resolve().parent / "graders"
 RESULTS_FILE = "results.json"
@@ -50,19 +50,6 @@ class GradeOptions:
     timeout: float        # wall clock for one submission
     isolation: str        # what the sandbox uses: "bubblewrap" or "process"
     course: Course | None = None  # for the canaries' submissions (solutions/ and the release); None: course.yml
-
-
-def write_atomic(path: Path, text: str) -> None:
-    write_atomic_bytes(path, text.encode("utf-8"))
-
-
-def write_atomic_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.chmod(tmp, 0o644)  # mkstemp makes 0600; reports are for the course staff to read
-    os.replace(tmp, path)
 
 
 def cut(text: str, limit: int) -> str:
@@ -129,7 +116,7 @@ def grade_one(student: str, folder: str, options: GradeOptions, alone: bool = Fa
     from autograder.plots import feedback_plots
     from autograder.pytest_plugin import ECHO_SOURCE, GradingContext, Student, run_graders
     from autograder.reference import load_reference
-    from autograder.sandbox import LoadUnit, Sandbox, SandboxLimits
+    from autograder.sandbox import LoadUnit, Sandbox
     from autograder.submission import Submission, private_copy, read_submission
 
     started = time.monotonic()
@@ -155,9 +142,7 @@ def grade_one(student: str, folder: str, options: GradeOptions, alone: bool = Fa
             workdir = Path(scratch) / "work"
             notes += private_copy(submission, workdir)
             units = submission.units + [LoadUnit(file="(autograder)", index=None, source=ECHO_SOURCE, kind="module")]
-            sandbox_limits = SandboxLimits(call_timeout=limits.call_timeout_seconds,
-                                           unit_timeout=limits.cell_timeout_seconds, memory_mb=limits.memory_mb,
-                                           cpu_seconds=int(options.timeout) + 5, output_bytes=limits.output_kb * 1024)
+            sandbox_limits = limits.sandbox_limits(options.timeout)
             with Sandbox(workdir, units, sandbox_limits, preload=tuple(options.assignment.preload),
                          deadline=started + options.timeout) as sandbox:
                 load_report = [dict(r, error=cut(r["error"], MAX_MESSAGE), traceback=cut(r["traceback"], MAX_TRACEBACK))
@@ -500,7 +485,7 @@ def grade_remote(student: str, entries: list, inner: str, options: GradeOptions,
 def _write_remote_results(out_dir: Path, files: dict[str, bytes]) -> dict:
     for name in sorted(files, key=lambda n: n == RESULTS_FILE):  # results.json last, as locally
         if _within(name):
-            write_atomic_bytes(out_dir / name, files[name])
+            write_atomic(out_dir / name, files[name])
     return json.loads(files[RESULTS_FILE])
 
 

@@ -31,6 +31,7 @@ import traceback
 from pathlib import Path
 
 import autograder
+from autograder.files import write_atomic
 
 DEFAULT_ROOT = "/autograder"
 DEFAULT_STUDENT = "student"
@@ -108,19 +109,6 @@ def choose_assignment(course, kit: Path, wanted: str | None) -> str:
         raise KitError(f"cannot tell which assignment to grade (solutions for: {', '.join(bundled) or 'none'}); "
                        "pass --assignment")
     return bundled[0]
-
-
-def write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def failure_document(error: str, seconds: float, assignment=None) -> dict:

@@ -31,10 +31,12 @@ def test_release_holds_exactly_the_notebooks():
     assert sorted(p.name for p in RELEASE.rglob("*") if p.is_file()) == sorted(NOTEBOOKS)
 
 
+@pytest.mark.slow  # builds the release with nbgrader
 def test_committed_release_is_up_to_date():
     assert stale_files(COURSE, ASSIGNMENT) == []
 
 
+@pytest.mark.slow  # builds the release with nbgrader
 def test_release_is_byte_identical_when_built_twice(tmp_path):
     build_release(COURSE, ASSIGNMENT, tmp_path / "a")
     build_release(COURSE, ASSIGNMENT, tmp_path / "b")
@@ -42,6 +44,7 @@ def test_release_is_byte_identical_when_built_twice(tmp_path):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
 
 
+@pytest.mark.slow  # builds the release with nbgrader
 def test_check_fails_on_a_stale_release(tmp_path):
     root = tmp_path / "course"
     shutil.copytree(SOURCE, root / COURSE.solutions_dir / ASSIGNMENT)
