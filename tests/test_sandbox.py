@@ -112,7 +112,7 @@ def open_sandbox(tmp_path, level, marker):
 
     yield _open
     for sb in opened:
-        private = sb._res.private_dir
+        private = sb._resources.private_dir
         sb.close()
         assert private is None or not os.path.exists(private)
     assert _marked(marker) == []
@@ -986,9 +986,9 @@ def test_students_forked_from_one_zygote_leave_nothing_for_each_other(tmp_path, 
             assert sb.warm
             if i == 0:
                 pids.append(sb.call("leave_things"))
-                zygote = sb._res.zygote
+                zygote = sb._resources.zygote
             else:
-                assert sb._res.zygote is zygote  # the same warm parent served both
+                assert sb._resources.zygote is zygote  # the same warm parent served both
                 found, norm, fds, sees_grader, pid, others = sb.call("look_around")
     shown = {os.path.join("/tmp", os.path.relpath(d, "/tmp").split(os.sep)[0]) for d in testing.python_dirs()
              if d.startswith("/tmp/")}  # a virtualenv below /tmp is shown again, read-only, on the fresh /tmp

@@ -18,7 +18,7 @@ class _TimedOut(Exception):
     pass
 
 
-class _Garbage(Exception):
+class _MalformedReply(Exception):
     """The reply stream was not a well-formed frame."""
 
 

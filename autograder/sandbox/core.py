@@ -20,7 +20,7 @@ from autograder.sandbox import cgroups, policy
 from autograder.sandbox import zygote as zygotes
 from autograder.sandbox.bwrap import _bwrap_command, _bwrap_setup, isolation_level
 from autograder.sandbox.cgroups import StudentGroup
-from autograder.sandbox.channel import _Died, _Garbage, _Output, _TimedOut
+from autograder.sandbox.channel import _Died, _MalformedReply, _Output, _TimedOut
 from autograder.sandbox.codec import _cap_text, _Decoder, _encode_arg, _seconds
 from autograder.sandbox.errors import (InvalidResult, MissingFunction, StudentCrashed, StudentError,
                                        StudentException, StudentTimeout)
@@ -28,14 +28,14 @@ from autograder.sandbox.limits import LoadUnit, SandboxLimits
 from autograder.sandbox.policy import (DEFAULT_PRELOAD, MARKER_VAR, MAX_HEADER, MAX_TYPE_NAME, NOBODY, PYTHON,
                                        SANDBOX_SUBMITTED, SANDBOX_WORKDIR, SANDBOX_WORKER, START_TIMEOUT,
                                        WORKER_SOURCE, isolation_policy)
-from autograder.sandbox.process import _Child, _WarmChild
+from autograder.sandbox.process import ColdProcess, StudentProcess, WarmProcess
 from autograder.sandbox.zygote import _lease_zygote, _return_zygote, _Zygote, warm_available
 
 class _Resources:
     """What a Sandbox must release; also run by a finalizer if a Sandbox is dropped without close()."""
 
     def __init__(self):
-        self.child: _Child | None = None
+        self.child: StudentProcess | None = None
         self.private_dir: str | None = None
         self.zygote: _Zygote | None = None  # leased for this sandbox's life
         self.moved: tuple[Path, Path] | None = None  # (the caller's work folder, where it is meanwhile)
@@ -90,16 +90,16 @@ class Sandbox:
         self._output = _Output(self.limits.output_bytes)
         self._marker = secrets.token_hex(16)
         self._identity = object()  # what Handles remember of their sandbox
-        self._res = _Resources()
-        self._finalizer = weakref.finalize(self, self._res.close)
+        self._resources = _Resources()
+        self._finalizer = weakref.finalize(self, self._resources.close)
 
     # ---- public API ----
     @property
     def memory_scope(self) -> str:
         """How the memory and process limits applied to this student, for the results."""
-        if self._res.group is not None:
+        if self._resources.group is not None:
             return (f"per student: {self.limits.memory_mb} MB, {self.limits.processes} processes and one CPU for all "
-                    f"its processes together (cgroup {self._res.group.version})")
+                    f"its processes together (cgroup {self._resources.group.version})")
         return (f"per process: {self.limits.memory_mb} MB each (RLIMIT_DATA; no cgroup: {cgroups.support()[1]})")
 
     @property
@@ -109,7 +109,7 @@ class Sandbox:
 
     def output(self) -> str:
         """Student stdout+stderr so far (all processes of this sandbox), capped at output_bytes."""
-        child = self._res.child
+        child = self._resources.child
         if child is not None and child.out.fd >= 0:
             child.out.pump()
         return self._output.text()
@@ -121,8 +121,8 @@ class Sandbox:
             self._started = True
             try:
                 self._prepare()
-                self._res.group = StudentGroup.create(**dict(self.policy.cgroup))
-                self._res.child = self._start_and_load()
+                self._resources.group = StudentGroup.create(**dict(self.policy.cgroup))
+                self._resources.child = self._start_and_load()
             except BaseException:
                 self.close()
                 raise
@@ -136,8 +136,8 @@ class Sandbox:
         """Kills every process of the sandbox and removes its private files."""
         with self._lock:
             self._open = False
-            moved = self._res.moved
-            self._res.close()
+            moved = self._resources.moved
+            self._resources.close()
             if moved is not None:
                 self.workdir = moved[0]
 
@@ -146,9 +146,9 @@ class Sandbox:
         with self._lock:
             if not self._open:
                 raise RuntimeError("the Sandbox is not open (use it in a with statement)")
-            child = self._res.child
+            child = self._resources.child
             if child is None:  # the last one timed out or crashed: start afresh, reload the units
-                child = self._res.child = self._start_and_load()
+                child = self._resources.child = self._start_and_load()
             buffers: list[bytes] = []
             request = {"op": "call", "name": name,
                        "args": [_encode_arg(a, buffers, self._identity, child.generation) for a in args],
@@ -171,7 +171,7 @@ class Sandbox:
                 failure = StudentTimeout(f"{what} timed out after {_seconds(self.limits.call_timeout)}")
             except _Died as died:
                 failure = StudentCrashed(f"{what} ended the student process: {died}")
-            except _Garbage as bad:
+            except _MalformedReply as bad:
                 failure = InvalidResult(f"{what} sent back a malformed reply: {bad}")
             except BaseException:  # interrupted mid-request (e.g. a signal): its reply would be out of step
                 self._discard_child()
@@ -220,14 +220,14 @@ class Sandbox:
                     "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "AUTOGRADER": "1"}
         if self.warm:
             try:
-                self._res.zygote = _lease_zygote(self.isolation, self.preload, base_env)
+                self._resources.zygote = _lease_zygote(self.isolation, self.preload, base_env)
             except RuntimeError as exc:  # e.g. a container that refuses the zygote's capabilities
                 zygotes._zygote_trouble = str(exc)  # warm starts stay off in this process
                 warnings.warn(f"warm sandboxes are off in this process: {exc}", RuntimeWarning, stacklevel=2)
                 self.warm = False
         if self.isolation == "bubblewrap":
             if self.warm:
-                self._move_workdir_into(self._res.zygote)
+                self._move_workdir_into(self._resources.zygote)
             if os.geteuid() == 0:
                 _chown_tree(self.workdir, NOBODY, NOBODY)  # the student runs as nobody and writes here
             self._cwd = "/"  # bwrap --chdir takes the student to SANDBOX_WORKDIR
@@ -237,7 +237,7 @@ class Sandbox:
             # Private HOME, TMPDIR and a copy of the worker (bubblewrap needs none: it has its own /tmp and
             # reads the worker from a memory file).
             private = Path(tempfile.mkdtemp(prefix="agsb-"))
-            self._res.private_dir = str(private)
+            self._resources.private_dir = str(private)
             worker = private / "worker.py"
             worker.write_bytes(WORKER_SOURCE)
             worker.chmod(0o444)
@@ -262,19 +262,19 @@ class Sandbox:
         inside = zygote.scratch / "work"
         shutil.rmtree(inside, ignore_errors=True)  # a leftover of a sandbox that did not close cleanly
         _move_tree(self.workdir, inside)
-        original = self._res.moved[0] if self._res.moved is not None else self.workdir
-        self._res.moved = (original, inside)
+        original = self._resources.moved[0] if self._resources.moved is not None else self.workdir
+        self._resources.moved = (original, inside)
         self.workdir = inside
 
-    def _new_child(self) -> _Child:
+    def _new_child(self) -> StudentProcess:
         if self.warm:
-            zygote = self._res.zygote
+            zygote = self._resources.zygote
             if not zygote.alive():  # it should not end (no student code runs in it): start another
                 zygote = _lease_zygote(zygote.level, zygote.preload, zygote.base_env)
-                if self._res.moved is not None:
+                if self._resources.moved is not None:
                     self._move_workdir_into(zygote)
-                self._res.zygote.close()
-                self._res.zygote = zygote
+                self._resources.zygote.close()
+                self._resources.zygote = zygote
             rules = self.policy  # the keeper applies it to the student it forks (worker.py)
             bubblewrap = rules.level == "bubblewrap"
             request = {"rlimits": rules.resource_limits(), "memory_bytes": rules.memory_bytes,
@@ -282,22 +282,22 @@ class Sandbox:
                        "reply_limit": self.limits.reply_bytes, "namespaces": bubblewrap,
                        "tmp_bytes": rules.tmpfs_size(rules.workdir) if bubblewrap else 0,
                        "under_tmp": [d for d in rules.read_only if d.startswith("/tmp/")]}
-            return _WarmChild(zygote, request, self.limits, self.isolation, self._generation, self._output,
-                              self._res.group)
+            return WarmProcess(zygote, request, self.limits, self.isolation, self._generation, self._output,
+                              self._resources.group)
         if self.isolation != "bubblewrap":
-            return _Child(self._process_argv, (), self._config, self._env, self._cwd, self.limits, self.isolation,
-                          self._marker, self._generation, self._output, self._res.group,
+            return ColdProcess(self._process_argv, (), self._config, self._env, self._cwd, self.limits, self.isolation,
+                          self._marker, self._generation, self._output, self._resources.group,
                           self.policy.resource_limits())
         argv, fds = _bwrap_command(self.policy, self.workdir, WORKER_SOURCE)
         try:
-            return _Child(argv + [PYTHON, "-I", "-S", SANDBOX_WORKER], fds, self._config, self._env,
+            return ColdProcess(argv + [PYTHON, "-I", "-S", SANDBOX_WORKER], fds, self._config, self._env,
                           self._cwd, self.limits, self.isolation, self._marker, self._generation, self._output,
-                          self._res.group, self.policy.resource_limits())
+                          self._resources.group, self.policy.resource_limits())
         finally:
             for fd in fds:
                 os.close(fd)
 
-    def _spawn(self) -> _Child:
+    def _spawn(self) -> StudentProcess:
         """Starts a child and waits for its greeting (no student code has run yet)."""
         self._generation += 1
         if self._generation > 1:
@@ -307,13 +307,13 @@ class Sandbox:
         while True:
             seen = len(self._output.data)
             child = self._new_child()
-            self._res.child = child  # so that close() kills it even if start-up fails
+            self._resources.child = child  # so that close() kills it even if start-up fails
             try:
                 child.await_greeting(max(deadline - time.monotonic(), 1.0))
                 return child
-            except (_TimedOut, _Died, _Garbage) as exc:
+            except (_TimedOut, _Died, _MalformedReply) as exc:
                 child.kill()
-                self._res.child = None
+                self._resources.child = None
                 said = bytes(self._output.data[seen:])
                 if isinstance(exc, _Died) and b"Resource temporarily unavailable" in said \
                         and time.monotonic() + delay < deadline:
@@ -325,7 +325,7 @@ class Sandbox:
                 raise RuntimeError(f"the student process did not start ({type(exc).__name__.strip('_')}: "
                                    f"{exc}); its output: {said[-1000:].decode(errors='replace')!r}") from None
 
-    def _start_and_load(self) -> _Child:
+    def _start_and_load(self) -> StudentProcess:
         """Starts a child and loads every unit not known to hang or crash; restarts after each such unit."""
         while True:
             child = self._spawn()
@@ -352,7 +352,7 @@ class Sandbox:
                                   "submission was used up") + "; skipped")
                 except _Died as died:
                     failure = f"ProcessCrashed: {died}; skipped"
-                except _Garbage as bad:
+                except _MalformedReply as bad:
                     failure = f"InvalidResult: {bad}; skipped"
                 except BaseException:  # e.g. KeyboardInterrupt: never keep a half-loaded child
                     self._discard_child()
@@ -386,9 +386,9 @@ class Sandbox:
                                 "traceback": tb}
 
     def _discard_child(self) -> None:
-        if self._res.child is not None:
-            self._res.child.kill()
-            self._res.child = None
+        if self._resources.child is not None:
+            self._resources.child.kill()
+            self._resources.child = None
 
     def __repr__(self) -> str:
         return f"<Sandbox {self.workdir} isolation={self.isolation} restarts={self.restarts}>"

@@ -1,6 +1,6 @@
 """A student process, as the grader holds it: the request/reply channel, how it ended, and how to kill everything it
-started. _Child starts one from scratch (bwrap [+ setpriv] + python, or python alone); _WarmChild has one forked
-by a zygote, whose keeper reports how it ended."""
+started. StudentProcess is what the Sandbox uses: ColdProcess starts one from scratch (bwrap [+ setpriv] + python,
+or python alone); WarmProcess has one forked by a zygote, whose keeper reports how it ended and kills it."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from autograder.sandbox import worker as wire
 from autograder.sandbox.cgroups import StudentGroup
-from autograder.sandbox.channel import _Died, _Garbage, _Output, _OutputPipe, _TimedOut
+from autograder.sandbox.channel import _Died, _MalformedReply, _Output, _OutputPipe, _TimedOut
 from autograder.sandbox.launch import _preexec
 from autograder.sandbox.limits import SandboxLimits
 from autograder.sandbox.policy import MAX_HEADER
@@ -25,42 +25,15 @@ from autograder.sandbox.procfs import _cpu_seconds, _descendants, _kill_marked, 
 from autograder.sandbox.zygote import _Zygote
 
 
-class _Child:
-    """One student process: its pipes, its handles' generation, and how to kill everything it started."""
+class StudentProcess:
+    """One student process as the grader holds it: the request/reply pipes, how it ended (`returncode`, `dead`,
+    `rusage`), and how to kill everything it started. A subclass starts it (__init__), waits for it (_reap) and
+    kills it (kill); `liveness` is a descriptor that becomes readable when it has ended (-1: poll instead)."""
 
-    warm = False  # forked by a zygote (_WarmChild) rather than started with bwrap/python
+    warm = False  # forked by a zygote rather than started with bwrap/python
 
-    def __init__(self, argv: list[str], extra_fds: tuple[int, ...], config: dict, env: dict[str, str], cwd: str,
-                 limits: SandboxLimits, level: str, marker: str, generation: int, output: _Output,
-                 group: StudentGroup | None = None, rlimits: list[tuple[int, int]] = ()):
-        self._state(limits, level, marker, generation, output, group)
-        req_r, self.req_w = os.pipe()
-        self.rep_r, rep_w = os.pipe()
-        out_r, out_w = os.pipe()
-        try:
-            self.proc = subprocess.Popen(
-                argv + [str(req_r), str(rep_w), marshal.dumps(config).hex()],
-                stdin=subprocess.DEVNULL, stdout=out_w, stderr=out_w, pass_fds=(req_r, rep_w, *extra_fds),
-                close_fds=True,
-                cwd=cwd, env=env, start_new_session=True,
-                preexec_fn=_preexec(rlimits, tuple(group.procs) if group is not None else ()))
-        except BaseException:
-            for fd in (self.req_w, self.rep_r, out_r):
-                os.close(fd)
-            raise
-        finally:
-            for fd in (req_r, rep_w, out_w):  # the child's ends: only the child may hold them
-                os.close(fd)
-        os.set_blocking(self.req_w, False)
-        os.set_blocking(self.rep_r, False)
-        self.out = _OutputPipe(out_r, output)
-        try:
-            self.pidfd = os.pidfd_open(self.proc.pid)
-        except (AttributeError, OSError):
-            self.pidfd = -1  # no pidfds: poll in short slices instead
-
-    def _state(self, limits: SandboxLimits, level: str, marker: str, generation: int, output: _Output,
-               group: StudentGroup | None) -> None:
+    def __init__(self, limits: SandboxLimits, level: str, marker: str, generation: int, output: _Output,
+                 group: StudentGroup | None) -> None:
         self.group = group  # the student's cgroup, shared by all its processes (None: per-process limits only)
         self.oom_kills = group.oom_kills() if group is not None else 0  # the group's count before this child
         self.limits = limits
@@ -70,7 +43,9 @@ class _Child:
         self.output = output
         self.dead: str | None = None  # how it ended, once it has
         self.rusage = None
-        self.worker_pid = -1  # the python worker's pid on the host (found after the greeting)
+        self.worker_pid = -1  # the python worker's pid on the host (found after the greeting; warm: unknown)
+        self.returncode: int | None = None  # its exit code once reaped (negative: killed by that signal)
+        self.req_w = self.rep_r = self.liveness = -1
         self.op_cpu = self.op_start = 0.0  # worker CPU time and clock when the current operation began
 
     # ---- request / reply ----
@@ -78,9 +53,8 @@ class _Child:
         """The worker's first message, sent before any student code runs."""
         reply, _ = self._read_frame(time.monotonic() + timeout)
         if reply.get("status") != "ready" or reply.get("id") != 0:
-            raise _Garbage("the worker did not greet")
-        if not self.warm:  # a warm child's parent is its keeper, not this process: its pid stays unknown (-1)
-            self.worker_pid = _python_of(self.proc.pid, self.level)
+            raise _MalformedReply("the worker did not greet")
+        self._found_worker()
 
     def request(self, header: dict, buffers: list[bytes], timeout: float) -> tuple[dict, memoryview]:
         self.op_start = time.monotonic()
@@ -96,24 +70,24 @@ class _Child:
             self._write(part, deadline)
         reply, payload = self._read_frame(deadline)
         if reply.get("id") != rid:
-            raise _Garbage("the reply does not answer the request")
+            raise _MalformedReply("the reply does not answer the request")
         return reply, payload
 
     def _wait(self, fd: int, event: int, deadline: float) -> None:
         """Waits until fd is ready, raising _TimedOut at the deadline and _Died if the process ends first."""
         poller = select.poll()
         poller.register(fd, event)
-        if self.pidfd >= 0:
-            poller.register(self.pidfd, select.POLLIN)
+        if self.liveness >= 0:
+            poller.register(self.liveness, select.POLLIN)
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise _TimedOut
-            slice_ms = remaining * 1000 if self.pidfd >= 0 else min(remaining * 1000, 50)
+            slice_ms = remaining * 1000 if self.liveness >= 0 else min(remaining * 1000, 50)
             ready = dict(poller.poll(max(1, int(slice_ms))))
             if ready.get(fd):
                 return  # readable, writable or hung up: the read/write tells which
-            if ready.get(self.pidfd) or (self.pidfd < 0 and self.proc.poll() is not None):
+            if ready.get(self.liveness) or (self.liveness < 0 and self._reap(0) is not None):
                 raise _Died(self._ended())
 
     def _write(self, data: bytes, deadline: float) -> None:
@@ -145,20 +119,20 @@ class _Child:
     def _read_frame(self, deadline: float) -> tuple[dict, memoryview]:
         magic, header_len, payload_len = wire.unpack_frame(self._read_exact(wire.FRAME_SIZE, deadline))
         if magic != wire.MAGIC:
-            raise _Garbage("the reply stream is not in the sandbox format")
+            raise _MalformedReply("the reply stream is not in the sandbox format")
         if header_len > MAX_HEADER:  # before reading or parsing any of it: a header is small, data goes in buffers
-            raise _Garbage(f"the reply header announces {header_len} bytes, over the limit of {MAX_HEADER}")
+            raise _MalformedReply(f"the reply header announces {header_len} bytes, over the limit of {MAX_HEADER}")
         if wire.FRAME_SIZE + header_len + payload_len > self.limits.reply_bytes:
-            raise _Garbage(f"the reply announces {header_len + payload_len} bytes, over the limit of "
+            raise _MalformedReply(f"the reply announces {header_len + payload_len} bytes, over the limit of "
                            f"{self.limits.reply_bytes}")
         header_bytes = self._read_exact(header_len, deadline)
         payload = memoryview(self._read_exact(payload_len, deadline))
         try:
             header = json.loads(header_bytes.decode("ascii"))
         except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-            raise _Garbage(f"the reply header is not valid JSON ({type(exc).__name__})") from None
+            raise _MalformedReply(f"the reply header is not valid JSON ({type(exc).__name__})") from None
         if type(header) is not dict:
-            raise _Garbage("the reply header is not an object")
+            raise _MalformedReply("the reply header is not an object")
         return header, payload
 
     # ---- ending ----
@@ -172,23 +146,16 @@ class _Child:
                 self.dead = self._describe(code)
         return self.dead
 
+    def _found_worker(self) -> None:
+        """After the greeting: note the worker's pid on this machine, where it can be known."""
+
     def _reap(self, timeout: float) -> int | None:
-        """Waits for the direct child with wait4 (for its rusage); its exit code, or None if it is alive."""
-        if self.proc.returncode is not None:
-            return self.proc.returncode
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                pid, status, self.rusage = os.wait4(self.proc.pid, os.WNOHANG)
-            except ChildProcessError:
-                self.proc.returncode = self.proc.returncode if self.proc.returncode is not None else -255
-                return self.proc.returncode
-            if pid:
-                self.proc.returncode = os.waitstatus_to_exitcode(status)
-                return self.proc.returncode
-            if time.monotonic() >= deadline:
-                return None
-            time.sleep(0.005)
+        """Waits up to `timeout` for the process to end; its exit code, or None while it lives."""
+        raise NotImplementedError
+
+    def kill(self) -> None:
+        """Kills the process and everything it started, and releases the pipes; safe to call twice."""
+        raise NotImplementedError
 
     def _describe(self, code: int) -> str:
         sig = -code if code < 0 else None
@@ -214,11 +181,64 @@ class _Child:
             return f"ran out of memory (limit {limits.memory_mb} MB; {how})"
         return how
 
+class ColdProcess(StudentProcess):
+    """A student process started from scratch: python, under bwrap [+ setpriv] or alone."""
+
+    def __init__(self, argv: list[str], extra_fds: tuple[int, ...], config: dict, env: dict[str, str], cwd: str,
+                 limits: SandboxLimits, level: str, marker: str, generation: int, output: _Output,
+                 group: StudentGroup | None = None, rlimits: list[tuple[int, int]] = ()):
+        super().__init__(limits, level, marker, generation, output, group)
+        req_r, self.req_w = os.pipe()
+        self.rep_r, rep_w = os.pipe()
+        out_r, out_w = os.pipe()
+        try:
+            self.proc = subprocess.Popen(
+                argv + [str(req_r), str(rep_w), marshal.dumps(config).hex()],
+                stdin=subprocess.DEVNULL, stdout=out_w, stderr=out_w, pass_fds=(req_r, rep_w, *extra_fds),
+                close_fds=True,
+                cwd=cwd, env=env, start_new_session=True,
+                preexec_fn=_preexec(rlimits, tuple(group.procs) if group is not None else ()))
+        except BaseException:
+            for fd in (self.req_w, self.rep_r, out_r):
+                os.close(fd)
+            raise
+        finally:
+            for fd in (req_r, rep_w, out_w):  # the child's ends: only the child may hold them
+                os.close(fd)
+        os.set_blocking(self.req_w, False)
+        os.set_blocking(self.rep_r, False)
+        self.out = _OutputPipe(out_r, output)
+        try:
+            self.liveness = os.pidfd_open(self.proc.pid)
+        except (AttributeError, OSError):
+            self.liveness = -1  # no pidfds: poll in short slices instead
+
+    def _found_worker(self) -> None:
+        self.worker_pid = _python_of(self.proc.pid, self.level)
+
+    def _reap(self, timeout: float) -> int | None:
+        """Waits for the direct child with wait4 (for its rusage); its exit code, or None if it is alive."""
+        if self.returncode is not None:
+            return self.returncode
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                pid, status, self.rusage = os.wait4(self.proc.pid, os.WNOHANG)
+            except ChildProcessError:
+                self.returncode = self.returncode if self.returncode is not None else -255
+                return self.returncode
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+                return self.returncode
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(0.005)
+
     def kill(self) -> None:
         """Kills the child's whole process tree and releases everything; safe to call twice."""
         if self.req_w < 0:
             return
-        if self.proc.returncode is None:
+        if self.returncode is None:
             strays = _descendants(self.proc.pid) if self.level == "process" else []
             for pid in [self.proc.pid] + strays:
                 try:
@@ -231,23 +251,22 @@ class _Child:
         # Setsid'd daemons and double forks left the process group: find them by their marker. In bubblewrap
         # the pid namespace is already dying; this waits until it is really empty.
         _kill_marked(self.marker)
-        for fd in (self.req_w, self.rep_r, self.pidfd):
+        for fd in (self.req_w, self.rep_r, self.liveness):
             if fd >= 0:
                 os.close(fd)
-        self.req_w = self.rep_r = self.pidfd = -1
+        self.req_w = self.rep_r = self.liveness = -1
         self.out.close()
 
 
-class _WarmChild(_Child):
+class WarmProcess(StudentProcess):
     """A student process forked by a zygote. Its keeper reports how it ended on the status pipe (which also
-    serves as its pidfd in _wait) and kills it, and everything it started, when the kill pipe closes."""
+    serves as its liveness descriptor) and kills it, and everything it started, when the kill pipe closes."""
 
     warm = True
 
     def __init__(self, zygote: _Zygote, request: dict, limits: SandboxLimits, level: str, generation: int,
                  output: _Output, group: StudentGroup | None = None):
-        self._state(limits, level, "", generation, output, group)
-        self.proc = _KeptProcess()
+        super().__init__(limits, level, "", generation, output, group)
         req_r, self.req_w = os.pipe()
         self.rep_r, rep_w = os.pipe()
         out_r, out_w = os.pipe()
@@ -270,13 +289,13 @@ class _WarmChild(_Child):
         os.set_blocking(self.rep_r, False)
         os.set_blocking(self.status_r, False)
         self.out = _OutputPipe(out_r, output)
-        self.pidfd = self.status_r  # readable once the student process has ended
+        self.liveness = self.status_r  # readable once the student process has ended
         self._status = b""
 
     def _reap(self, timeout: float) -> int | None:
         """Reads the keeper's report: `exit STATUS UTIME STIME MAXRSS` (or `error ...` if it could not start)."""
-        if self.proc.returncode is not None:
-            return self.proc.returncode
+        if self.returncode is not None:
+            return self.returncode
         deadline = time.monotonic() + timeout
         while b"\n" not in self._status:
             try:
@@ -296,16 +315,16 @@ class _WarmChild(_Child):
         except (AssertionError, IndexError, ValueError):
             self.dead = self.dead or ("could not start: " + " ".join(words[1:])[:500] if words[:1] == ["error"]
                                       else "its keeper ended without a report")
-            self.proc.returncode = -int(signal.SIGKILL)
-            return self.proc.returncode
-        self.proc.returncode = os.waitstatus_to_exitcode(status)
+            self.returncode = -int(signal.SIGKILL)
+            return self.returncode
+        self.returncode = os.waitstatus_to_exitcode(status)
         self.rusage = _Usage(utime, stime, maxrss)
-        return self.proc.returncode
+        return self.returncode
 
     def kill(self) -> None:
         if self.req_w < 0:
             return
-        if self.proc.returncode is None and self.dead is None:
+        if self.returncode is None and self.dead is None:
             self.dead = "killed by the grader"
         os.close(self.kill_w)  # the keeper kills the student and all it started, then reports
         self._reap(timeout=5.0)
@@ -315,7 +334,7 @@ class _WarmChild(_Child):
             os.close(self.keeper)
         for fd in (self.req_w, self.rep_r, self.status_r):
             os.close(fd)
-        self.req_w = self.rep_r = self.status_r = self.pidfd = self.kill_w = self.keeper = -1
+        self.req_w = self.rep_r = self.status_r = self.liveness = self.kill_w = self.keeper = -1
         self.out.close()
 
     def _drain_status(self, timeout: float) -> None:
@@ -327,16 +346,6 @@ class _WarmChild(_Child):
                     return
             except BlockingIOError:
                 select.select([self.status_r], [], [], max(0.0, deadline - time.monotonic()))
-
-
-@dataclass
-class _KeptProcess:
-    """Stands in for a Popen: the zygote's keeper, not this process, is the student process's parent."""
-    returncode: int | None = None
-    pid: int = -1
-
-    def poll(self) -> int | None:
-        return self.returncode
 
 
 @dataclass
