@@ -73,7 +73,7 @@ def test_bundle_contents(bundle, tmp_path):
         run_script = z.read("run_autograder").decode()
     names = set(infos)
     assert {"setup.sh", "run_autograder", "source/course.yml", "source/pyproject.toml", "source/README.md",
-            "source/autograder/__init__.py", "source/autograder/grade.py", "source/autograder/sandbox/worker.py",
+            "source/autograder/__init__.py", "source/autograder/grade.py", "source/autograder/sandbox/student/worker.py",
             "source/autograder/gradescope_run.py", "source/autograder/graders/conftest.py",
             "source/autograder/graders/pytest.ini"} <= names
     assert any(n.startswith("source/autograder/graders/test_") for n in names)

@@ -20,7 +20,7 @@ def machine(monkeypatch):
     monkeypatch.setattr(policy, "_python_dirs", lambda: ("/opt/venv",))
     monkeypatch.setattr(bwrap.os.path, "islink", lambda path: False)
     monkeypatch.setattr(bwrap.os.path, "isdir", lambda path: False)
-    fds = iter([10, 11])
+    fds = iter([10, 11, 12, 13])
     monkeypatch.setattr(bwrap, "_data_fd", lambda data: next(fds))
     monkeypatch.setattr(bwrap, "_tool", lambda name: name)
     monkeypatch.setattr(bwrap, "_seccomp_program", lambda: b"filter")
@@ -61,16 +61,18 @@ def test_resource_limits_never_exceed_this_process_hard_limits(monkeypatch):
 def test_bubblewrap_command_line_of_a_student_as_root(machine, monkeypatch):
     as_user(monkeypatch, 0)
     rules = isolation_policy(SandboxLimits(disk_bytes=64 * MB), "bubblewrap", {}, seccomp=True)
-    argv, fds = bwrap._bwrap_command(rules, "/host/work", b"worker")
-    assert fds == (10, 11)
+    argv, fds = bwrap._bwrap_command(rules, "/host/work", {"wire.py": b"", "worker.py": b"", "keeper.py": b""})
+    assert fds == (10, 11, 12, 13)
     assert argv == [
         "bwrap", "--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try",
-        "--seccomp", "11", "--die-with-parent", "--new-session", "--hostname", "sandbox",
+        "--seccomp", "13", "--die-with-parent", "--new-session", "--hostname", "sandbox",
         "--ro-bind", "/usr", "/usr", "--ro-bind", "/etc", "/etc", "--proc", "/proc", "--dev", "/dev",
         "--perms", "1777", "--size", str(64 * MB), "--tmpfs", "/tmp",
         "--perms", "1777", "--size", str(16 * MB), "--tmpfs", "/dev/shm",
         "--perms", "0755", "--dir", "/opt", "--ro-bind", "/opt/venv", "/opt/venv",
-        "--perms", "0755", "--dir", "/sandbox", "--perms", "0444", "--ro-bind-data", "10", "/sandbox/worker.py",
+        "--perms", "0755", "--dir", "/sandbox", "--perms", "0444", "--ro-bind-data", "10", "/sandbox/wire.py",
+        "--perms", "0444", "--ro-bind-data", "11", "/sandbox/worker.py",
+        "--perms", "0444", "--ro-bind-data", "12", "/sandbox/keeper.py",
         "--perms", "0755", "--dir", "/home", "--perms", "0755", "--dir", "/home/student",
         "--ro-bind", "/host/work", "/home/student/submitted",
         "--perms", "1777", "--size", str(64 * MB), "--tmpfs", "/home/student/work", "--chdir", "/home/student/work",
@@ -82,7 +84,7 @@ def test_bubblewrap_command_line_of_a_student_as_root(machine, monkeypatch):
 def test_bubblewrap_command_line_of_a_zygote_as_a_normal_user(machine, monkeypatch):
     as_user(monkeypatch, 1000)
     rules = isolation_policy(SandboxLimits(disk_bytes=64 * MB), "bubblewrap", {}, seccomp=False)
-    argv, fds = bwrap._bwrap_command(rules, "/host/scratch", b"worker", zygote=True)
+    argv, fds = bwrap._bwrap_command(rules, "/host/scratch", {"worker.py": b""}, zygote=True)
     assert fds == (10,) and "--seccomp" not in argv
     assert argv[:11] == ["bwrap", "--unshare-user", "--unshare-ipc", "--unshare-pid", "--unshare-net",
                          "--unshare-uts", "--unshare-cgroup-try", "--uid", str(NOBODY), "--gid", str(NOBODY)]

@@ -703,6 +703,18 @@ def test_loading_stops_at_the_submission_deadline(tmp_path):
     assert [r["index"] for r in report] == sorted(r["index"] for r in report) and report[-1]["index"] == 5
 
 
+def test_student_modules_named_like_the_sandbox_files_are_theirs(open_sandbox):
+    """The sandbox's own files are wire.py, worker.py and keeper.py; a student's helpers of the same names are the
+    ones a student's import finds."""
+    sb = open_sandbox("""
+        import wire, worker, keeper
+        def names():
+            return wire.NAME, worker.NAME, keeper.NAME
+    """, files={"wire.py": "NAME = 'my wire'\n", "worker.py": "NAME = 'my worker'\n",
+                "keeper.py": "NAME = 'my keeper'\n"})
+    assert sb.call("names") == ("my wire", "my worker", "my keeper")
+
+
 def test_a_function_that_hung_costs_one_timeout(open_sandbox):
     """Once a call has timed out, later calls of that function fail at once (charged to it), so one infinite
     loop costs one call limit, not one per test; other functions are still called."""

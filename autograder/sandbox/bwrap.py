@@ -65,7 +65,7 @@ def _probe(seccomp: bool) -> str | None:
     with tempfile.TemporaryDirectory(prefix="agsb-probe-") as work:
         check = f"import os, sys; sys.exit(0 if os.getuid() == {NOBODY} or {os.geteuid() != 0} else 1)"
         probe = isolation_policy(SandboxLimits(disk_bytes=2**20), "bubblewrap", {}, seccomp=seccomp)
-        argv, fds = _bwrap_command(probe, Path(work), b"")
+        argv, fds = _bwrap_command(probe, Path(work), {})
         try:
             run = subprocess.run(argv + [PYTHON, "-I", "-S", "-c", check], stdin=subprocess.DEVNULL,
                                  capture_output=True, timeout=30, env={"PATH": "/usr/bin:/bin"}, pass_fds=fds)
@@ -98,7 +98,7 @@ def _tool(name: str) -> str:
 _READ_ONLY_ROOT = ["--remount-ro", "/"]
 
 
-def _bwrap_command(policy: IsolationPolicy, workdir: Path, worker_source: bytes,
+def _bwrap_command(policy: IsolationPolicy, workdir: Path, student_files: dict[str, bytes],
                    zygote: bool = False) -> tuple[list[str], tuple[int, ...]]:
     """The bwrap [+ setpriv] command prefix that applies `policy`: new namespaces, the seccomp filter, only the
     policy's read-only folders, its tmpfs, the worker at SANDBOX_WORKER, the student's files read-only at
@@ -110,16 +110,17 @@ def _bwrap_command(policy: IsolationPolicy, workdir: Path, worker_source: bytes,
     then drop them; its keeper mounts each student's tmpfs (worker.py). Also returns the file descriptors bwrap
     reads (the worker's source, the seccomp filter): pass them to one child (bwrap reads them to the end), then
     close them."""
-    worker_fd = _data_fd(worker_source)  # becomes a read-only /sandbox/worker.py (--ro-bind-data)
+    # The student side becomes read-only files in /sandbox (--ro-bind-data: no temporary file on disk).
+    file_fds = {name: _data_fd(source) for name, source in student_files.items()}
     seccomp = _seccomp_program() if policy.seccomp else None
-    fds = (worker_fd,) if seccomp is None else (worker_fd, _data_fd(seccomp))
+    fds = tuple(file_fds.values()) + (() if seccomp is None else (_data_fd(seccomp),))
     argv = [_tool("bwrap")]
     for namespace in policy.namespaces:
         argv.append("--unshare-cgroup-try" if namespace == "cgroup" else f"--unshare-{namespace}")
     if policy.user_namespace:
         argv += ["--uid", str(policy.uid), "--gid", str(policy.uid)]
     if seccomp is not None:
-        argv += ["--seccomp", str(fds[1])]
+        argv += ["--seccomp", str(fds[-1])]
     argv += ["--die-with-parent", "--new-session", "--hostname", "sandbox"]
     for path in policy.read_only[:2]:  # /usr and /etc; merged-/usr links between them and the Python folders
         argv += ["--ro-bind", path, path]
@@ -146,7 +147,9 @@ def _bwrap_command(policy: IsolationPolicy, workdir: Path, worker_source: bytes,
 
     for d in policy.read_only[2:]:
         argv += parents(d) + ["--ro-bind", d, d]
-    argv += parents(SANDBOX_WORKER) + ["--perms", "0444", "--ro-bind-data", str(worker_fd), SANDBOX_WORKER]
+    argv += parents(SANDBOX_WORKER)
+    for name, fd in file_fds.items():
+        argv += ["--perms", "0444", "--ro-bind-data", str(fd), os.path.join(os.path.dirname(SANDBOX_WORKER), name)]
     if zygote:
         argv += parents(SANDBOX_HOME) + ["--bind", str(workdir), SANDBOX_HOME, "--chdir", "/"]
         for cap in policy.zygote_capabilities:

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from autograder.sandbox import worker as wire
+from autograder.sandbox.student import wire
 from autograder.sandbox.errors import InvalidResult, StudentError
 from autograder.sandbox.policy import MAX_NDIM, MAX_STR, MAX_TEXT, MAX_TYPE_NAME
 

@@ -27,7 +27,8 @@ from autograder.sandbox.errors import (InvalidResult, MissingFunction, StudentCr
 from autograder.sandbox.limits import LoadUnit, SandboxLimits
 from autograder.sandbox.policy import (DEFAULT_PRELOAD, MARKER_VAR, MAX_HEADER, MAX_TYPE_NAME, NOBODY, PYTHON,
                                        SANDBOX_SUBMITTED, SANDBOX_WORKDIR, SANDBOX_WORKER, START_TIMEOUT,
-                                       WORKER_SOURCE, isolation_policy)
+                                       STUDENT_FILES, isolation_policy)
+from autograder.sandbox.launch import install_student_files
 from autograder.sandbox.process import ColdProcess, StudentProcess, WarmProcess
 from autograder.sandbox.zygote import _lease_zygote, _return_zygote, _Zygote, warm_available
 
@@ -238,9 +239,7 @@ class Sandbox:
             # reads the worker from a memory file).
             private = Path(tempfile.mkdtemp(prefix="agsb-"))
             self._resources.private_dir = str(private)
-            worker = private / "worker.py"
-            worker.write_bytes(WORKER_SOURCE)
-            worker.chmod(0o444)
+            worker = install_student_files(private)
             (private / "home").mkdir()
             (private / "tmp").mkdir()
             self._process_argv = [PYTHON, "-I", "-S", str(worker)]
@@ -288,7 +287,7 @@ class Sandbox:
             return ColdProcess(self._process_argv, (), self._config, self._env, self._cwd, self.limits, self.isolation,
                           self._marker, self._generation, self._output, self._resources.group,
                           self.policy.resource_limits())
-        argv, fds = _bwrap_command(self.policy, self.workdir, WORKER_SOURCE)
+        argv, fds = _bwrap_command(self.policy, self.workdir, STUDENT_FILES)
         try:
             return ColdProcess(argv + [PYTHON, "-I", "-S", SANDBOX_WORKER], fds, self._config, self._env,
                           self._cwd, self.limits, self.isolation, self._marker, self._generation, self._output,

@@ -4,8 +4,12 @@ grader, joining the student's cgroup)."""
 from __future__ import annotations
 
 import ctypes
+import os
 import resource
 import signal
+from pathlib import Path
+
+from autograder.sandbox.policy import STUDENT_FILES
 
 
 _PR_SET_PDEATHSIG = 1
@@ -29,3 +33,13 @@ def _preexec(rlimits: list[tuple[int, int]], join: tuple[str, ...] = ()):
             _prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)  # die if the grader dies
 
     return setup
+
+
+def install_student_files(folder: Path) -> Path:
+    """Writes the student side (STUDENT_FILES) read-only into `folder`, for the process level, where no bubblewrap
+    shows it at /sandbox; returns the path of worker.py, the one python runs."""
+    for name, source in STUDENT_FILES.items():
+        path = Path(folder) / name
+        path.write_bytes(source)
+        os.chmod(path, 0o444)
+    return Path(folder) / "worker.py"

@@ -17,7 +17,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from autograder.sandbox import worker as wire
+from autograder.sandbox.student import wire
 from autograder.sandbox.limits import SandboxLimits
 
 NOBODY = 65534
@@ -30,7 +30,7 @@ SANDBOX_SUBMITTED = SANDBOX_HOME + "/submitted"  # a cold student's files, read-
 ZYGOTE_CAPS = ("CAP_SYS_ADMIN", "CAP_SETUID", "CAP_SETGID", "CAP_SETPCAP", "CAP_KILL")
 DEFAULT_PRELOAD = ("numpy",)  # what a zygote imports by default (course.yml's `preload` for grading)
 ZYGOTE_START_TIMEOUT = 120.0  # importing torch on a loaded machine
-SANDBOX_WORKER = "/sandbox/worker.py"
+SANDBOX_WORKER = "/sandbox/worker.py"  # beside it, the other STUDENT_FILES
 MARKER_VAR = "AUTOGRADER_SANDBOX_ID"  # per-sandbox environment marker, used to find stray processes
 MAX_TEXT = 4096  # cap on error messages and tracebacks from the child
 MAX_TYPE_NAME = 100
@@ -39,7 +39,8 @@ MAX_NDIM = 32
 MAX_HEADER = wire.MAX_HEADER  # a reply's JSON header (arrays travel as raw buffers beside it)
 TRUNCATED = "\n[... output truncated ...]\n"
 START_TIMEOUT = 30.0  # the child must say hello within this (python start-up, before any student code)
-WORKER_SOURCE = Path(wire.__file__).read_bytes()
+# The student side, put read-only into every sandbox (standard library only): name -> source.
+STUDENT_FILES = {name: (Path(wire.__file__).parent / name).read_bytes() for name in ("wire.py", "worker.py", "keeper.py")}
 # This interpreter by an absolute, normalised path: started as ../venv/bin/python, sys.executable keeps the "..",
 # which does not exist inside bubblewrap.
 PYTHON = os.path.abspath(sys.executable)

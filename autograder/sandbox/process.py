@@ -15,7 +15,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 
-from autograder.sandbox import worker as wire
+from autograder.sandbox.student import wire
 from autograder.sandbox.cgroups import StudentGroup
 from autograder.sandbox.channel import _Died, _MalformedReply, _Output, _OutputPipe, _TimedOut
 from autograder.sandbox.launch import _preexec

@@ -19,11 +19,11 @@ from pathlib import Path
 from autograder.files import remove_tree
 from autograder.sandbox.bwrap import _bwrap_command, _bwrap_setup
 from autograder.sandbox.channel import _Output, _OutputPipe
-from autograder.sandbox.launch import _preexec
+from autograder.sandbox.launch import _preexec, install_student_files
 from autograder.sandbox import policy
 from autograder.sandbox.limits import SandboxLimits
 from autograder.sandbox.policy import isolation_policy
-from autograder.sandbox.policy import PYTHON, SANDBOX_WORKER, WORKER_SOURCE, ZYGOTE_START_TIMEOUT
+from autograder.sandbox.policy import PYTHON, SANDBOX_WORKER, STUDENT_FILES, ZYGOTE_START_TIMEOUT
 from autograder.sandbox.procfs import _children, _python_of
 
 class _Zygote:
@@ -54,13 +54,10 @@ class _Zygote:
             if level == "bubblewrap":
                 os.chmod(self.scratch, 0o755)  # nobody must reach the work folder inside
                 rules = isolation_policy(SandboxLimits(), level, self.base_env, seccomp=_bwrap_setup()[1])
-                argv, fds = _bwrap_command(rules, self.scratch, WORKER_SOURCE, zygote=True)
+                argv, fds = _bwrap_command(rules, self.scratch, STUDENT_FILES, zygote=True)
                 argv += [PYTHON, "-I", "-S", SANDBOX_WORKER]
             else:
-                worker = self.scratch / "worker.py"
-                worker.write_bytes(WORKER_SOURCE)
-                worker.chmod(0o444)
-                argv = [PYTHON, "-I", "-S", str(worker)]
+                argv = [PYTHON, "-I", "-S", str(install_student_files(self.scratch))]
             argv += ["--zygote", str(theirs.fileno()), marshal.dumps(config).hex()]
             self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out_w, stderr=out_w,
                                          pass_fds=(theirs.fileno(), *fds), close_fds=True, cwd="/", env=env,
