@@ -7,6 +7,7 @@ A spec entry's `expect` may hold:
     score: full | <number>     the total score
     lose: [functions]          each must lose points
     keep: [functions]          each must keep all its points (with `lose` and no `keep`: every other function)
+    zero: [functions]          each must score nothing at all
     names: [words]             each must appear in the message of some failed test
     notes: [words]             each must appear in the notes at the top of the results (results.json's output)
     csv_student: text          the case's cell in the student column of grades.csv (e.g. an escaped formula)
@@ -84,6 +85,10 @@ def check_expectation(expect: dict, document: dict, assignment: Assignment, grad
     for function in expect.get("lose", []):
         if scores.get(function, 0.0) >= assignment.points[function] - 1e-9:
             problems.append(f"{function} kept all its points")
+    for function in expect.get("zero", []):
+        if scores.get(function, 0.0) > 1e-9:
+            passed = [t["name"] for t in document["tests"] if t["tags"][0] == function and t["status"] == "passed"]
+            problems.append(f"{function} scored {scores[function]:g}, expected 0; passed: {'; '.join(passed)[:300]}")
     keep = expect.get("keep")
     if keep is None and "lose" in expect:
         keep = [f for f in assignment.points if f not in expect["lose"]]
