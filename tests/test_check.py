@@ -64,3 +64,23 @@ def test_check_reports_a_corrupt_file_of_the_folder(tmp_path):
     assert "1_bptt.ipynb: 2 of 2 public checks pass" in result.stdout
     assert "PROBLEM  0_deep.ipynb: not a valid notebook (its JSON is nested too deeply to read); not loaded" \
         in result.stdout
+
+
+@pytest.mark.parametrize("case,notebook,message", [
+    ("m_step_backward_modifies_dnext_h", "1_bptt.ipynb",
+     "FAIL  check_rnn_step: AssertionError: rnn_step_backward modified its input dnext_h; it must leave its inputs "
+     "unchanged (work on a copy)"),
+    ("m_horizon_normalises_in_place", "2_gradient_decay.ipynb",
+     "FAIL  check_effective_horizon: AssertionError: effective_horizon modified its input norms; it must leave its "
+     "inputs unchanged (work on a copy)"),
+    ("m_clip_value_in_place", "3_clipping.ipynb",
+     "FAIL  check_clip_grad_value: AssertionError: clip_grad_value modified its input grads; it must leave its inputs "
+     "unchanged (work on a copy)"),
+])
+def test_a_changed_input_is_what_the_public_check_reports(tmp_path, case, notebook, message):
+    """The public checks test 'inputs are not modified' before anything that a changed input would make fail."""
+    spec = dict(load_spec(REPO_ROOT / "tests" / "submissions" / "mutants.yml")["students"][case], as_python=False)
+    folder = build_student(case, spec, load_course(), "vanishing_gradients", tmp_path)
+    result = run_check(folder / notebook)
+    assert result.returncode == 1
+    assert message in result.stdout, result.stdout
