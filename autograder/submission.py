@@ -135,10 +135,15 @@ def _notebook_units(path: Path, text: str, problems: list[str]) -> list[LoadUnit
 
 @functools.cache
 def course_functions() -> tuple[str, ...]:
-    """The graded function names of every assignment in the kit's course.yml."""
-    from autograder.course import load_course
+    """The graded function names of every assignment in the kit's course.yml (none if it cannot be read: the
+    warnings are then left out, grading goes on)."""
+    from autograder.course import CourseConfigError, load_course
 
-    return tuple(dict.fromkeys(name for assignment in load_course().assignments for name in assignment.points))
+    try:
+        course = load_course()
+    except CourseConfigError:
+        return ()
+    return tuple(dict.fromkeys(name for assignment in course.assignments for name in assignment.points))
 
 
 def _top_level_names(tree: ast.Module) -> list[tuple[str, int]]:
