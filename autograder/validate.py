@@ -10,6 +10,8 @@ A spec entry's `expect` may hold:
     zero: [functions]          each must score nothing at all
     names: [words]             each must appear in the message of some failed test
     notes: [words]             each must appear in the notes at the top of the results (results.json's output)
+    short_numbers: true        no failure message holds a number of more than 4 significant digits (integers of
+                               up to 6 digits, such as shapes and seeds, aside)
     csv_student: text          the case's cell in the student column of grades.csv (e.g. an escaped formula)
     requires: bubblewrap       only checked where bubblewrap is available
 Side conditions checked for the whole batch: no process left whose command line holds one of the spec's
@@ -22,6 +24,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import socket
 import tempfile
 import threading
@@ -100,12 +103,28 @@ def check_expectation(expect: dict, document: dict, assignment: Assignment, grad
     for word in expect.get("names", []):
         if word not in failed_messages:
             problems.append(f"no failure message names {word!r}")
+    if expect.get("short_numbers"):
+        long_numbers = long_numbers_in(failed_messages)
+        if long_numbers:
+            problems.append(f"failure messages show numbers at full precision: {long_numbers[:3]}")
     for word in expect.get("notes", []):
         if word not in document["output"]:
             problems.append(f"the notes do not say {word!r}: {document['output'][-300:]!r}")
     if "csv_student" in expect and csv_cell != expect["csv_student"]:
         problems.append(f"grades.csv has {csv_cell!r} for this student, expected {expect['csv_student']!r}")
     return problems
+
+
+def long_numbers_in(text: str) -> list[str]:
+    """Numbers in `text` with more than 4 significant digits (integers of up to 6 digits aside)."""
+    found = []
+    for token in re.findall(r"(?<![\w.])[-+]?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][-+]?\d+)?(?![\w.])", text):
+        mantissa = re.split(r"[eE]", token.lstrip("+-"))[0]
+        if re.fullmatch(r"\d{1,6}", mantissa):
+            continue
+        if len(mantissa.replace(".", "").lstrip("0").rstrip("0") if "." in mantissa else mantissa.lstrip("0")) > 4:
+            found.append(token)
+    return found
 
 
 def grades_csv_cells(out: Path) -> list[str]:
