@@ -1,7 +1,9 @@
-"""`autograder check NOTEBOOK`: a student's self-check. Runs the notebook the way the grader loads it (each code
-cell on its own, in the same sandbox, magics skipped, expensive experiments skipped with AUTOGRADER=1) and reports
-every public check cell: passed, or the message it failed with. It uses only what is in the student's folder:
-no hidden tests, no reference."""
+"""`autograder check NOTEBOOK...`: a student's self-check. Loads the notebook's folder exactly as `autograder grade`
+loads a submission (the same reader, autograder/submission.py: every .ipynb and .py file, in sorted file-name order,
+each code cell on its own, in the same sandbox, magics skipped, expensive experiments skipped with AUTOGRADER=1) and
+reports every public check cell of the notebooks asked for: passed, or the message it failed with. It also prints
+the reader's notes, among them which definition is graded when a graded function is defined more than once. It
+uses only what is in the student's folder: no hidden tests, no reference."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from pathlib import Path
 
 from autograder.notebook import nbgrader_meta
 from autograder.sandbox import Sandbox, SandboxLimits
-from autograder.submission import Submission, _notebook_units, private_copy
+from autograder.submission import WARNING, Submission, private_copy, read_submission
 
 
 @dataclass
@@ -22,28 +24,45 @@ class CheckResult:
     message: str = ""
 
 
-def check_notebook(path: Path, limits: SandboxLimits = SandboxLimits(),
-                   preload: tuple[str, ...] = ("numpy",)) -> tuple[list[CheckResult], list[str]]:
-    """(one result per public check cell, problems with the notebook itself); `preload`: the libraries the
-    grader's sandbox imports before student code (course.yml), so the check runs under the grader's limits."""
-    problems: list[str] = []
-    text = path.read_text(encoding="utf-8")
-    units = _notebook_units(path, text, problems)
-    if problems:
-        return [], problems
-    cells = json.loads(text)["cells"]
-    checks = {i: nbgrader_meta(c)["grade_id"] for i, c in enumerate(cells)
-              if c.get("cell_type") == "code" and nbgrader_meta(c).get("grade_id", "").startswith("check_")}
-    with tempfile.TemporaryDirectory(prefix="vg-check-") as scratch:
-        workdir = Path(scratch) / "work"
-        private_copy(Submission("self-check", path.parent), workdir)  # later parts load earlier notebooks
-        with Sandbox(workdir, units, limits, preload=preload) as sandbox:
-            failures = {r["index"]: r["error"] for r in sandbox.load_report if r.get("file") == path.name}
-    results = [CheckResult(name, index not in failures, failures.get(index, "")) for index, name in checks.items()]
-    return results, problems
+def _check_cells(path: Path) -> dict[int, str]:
+    """Cell index -> grade_id of the notebook's public check cells (none when it cannot be read)."""
+    try:
+        cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
+        return {i: nbgrader_meta(c)["grade_id"] for i, c in enumerate(cells)
+                if isinstance(c, dict) and c.get("cell_type") == "code"
+                and str(nbgrader_meta(c).get("grade_id", "")).startswith("check_")}
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError, OSError):
+        return {}
 
 
-def format_results(path: Path, results: list[CheckResult], problems: list[str]) -> str:
+def check_folder(folder: Path, notebooks: list[str], limits: SandboxLimits = SandboxLimits(),
+                 preload: tuple[str, ...] = ("numpy",)) -> tuple[dict[str, list[CheckResult]], list[str]]:
+    """Loads `folder` as the grader does and returns ({notebook file name: one result per public check cell},
+    the reader's problems and warnings for the whole folder). `preload`: the libraries the grader's sandbox
+    imports before student code (course.yml), so the check runs under the grader's memory limits."""
+    submission = read_submission(Submission("self-check", folder))
+    loaded = set(submission.files)
+    checks = {name: _check_cells(folder / name) if name in loaded else {} for name in notebooks}
+    failures: dict[tuple[str, int], str] = {}
+    if submission.units:
+        with tempfile.TemporaryDirectory(prefix="vg-check-") as scratch:
+            workdir = Path(scratch) / "work"
+            private_copy(submission, workdir)  # later parts load earlier notebooks
+            with Sandbox(workdir, submission.units, limits, preload=preload) as sandbox:
+                failures = {(r["file"], r["index"]): r["error"] for r in sandbox.load_report}
+    results = {name: [CheckResult(grade_id, (name, index) not in failures, failures.get((name, index), ""))
+                      for index, grade_id in cells.items()]
+               for name, cells in checks.items()}
+    return results, submission.problems
+
+
+def check_notebook(path: Path, limits: SandboxLimits = SandboxLimits()) -> tuple[list[CheckResult], list[str]]:
+    """(one result per public check cell of `path`, the reader's problems and warnings for its folder)."""
+    results, problems = check_folder(path.parent, [path.name], limits)
+    return results[path.name], problems
+
+
+def format_results(path: Path, results: list[CheckResult], problems: list[str] = ()) -> str:
     lines = [f"{path.name}: {sum(r.passed for r in results)} of {len(results)} public checks pass"]
     for problem in problems:
         lines.append(f"  problem: {problem}")
@@ -51,3 +70,17 @@ def format_results(path: Path, results: list[CheckResult], problems: list[str]) 
         lines.append(f"  {'PASS' if result.passed else 'FAIL'}  {result.name}"
                      + (f": {result.message.strip().splitlines()[-1][:300]}" if result.message else ""))
     return "\n".join(lines)
+
+
+def format_notes(folder: Path, problems: list[str]) -> str:
+    """The reader's notes on a folder: problems (a file not loaded) and warnings (a graded function defined twice)."""
+    lines = [f"Notes on {folder} (loaded as the grader loads it):"] if problems else []
+    for problem in problems:
+        lines.append(f"  {'WARNING' if problem.startswith(WARNING) else 'PROBLEM'}  "
+                     f"{problem[len(WARNING):] if problem.startswith(WARNING) else problem}")
+    return "\n".join(lines)
+
+
+def is_error(problem: str) -> bool:
+    """A problem that means the grader will not load something (warnings do not)."""
+    return not problem.startswith(WARNING)

@@ -11,6 +11,7 @@ A test reads like the spec:
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -43,14 +44,39 @@ def _where(case) -> str:
     return f" in {case}" if case is not None else ""
 
 
+# A number standing on its own (not part of a name like h0 or a version like 2.13.0).
+_NUMBER = re.compile(r"(?<![\w.])[-+]?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][-+]?\d+)?(?![\w.])")
+
+
+def shorten_numbers(text: str, digits: int = 3) -> str:
+    """`text` with every number longer than `digits` significant digits rounded to that many ('0.1234567891' ->
+    '0.123', '1.5e-07' stays). For messages echoed from student code (their exceptions), which may print the
+    hidden inputs: the feedback page must not reveal them at full precision. Integers of up to 6 digits (shapes,
+    indices, counts) are kept as they are."""
+    def short(match: re.Match) -> str:
+        token = match.group(0)
+        if re.fullmatch(r"[-+]?\d{1,6}", token):
+            return token
+        try:
+            value = float(token)
+        except ValueError:
+            return token
+        shorter = f"{value:.{digits}g}"
+        return shorter if len(shorter) < len(token) else token
+
+    return _NUMBER.sub(short, text)
+
+
 def call(function, *args, case=None, **kwargs):
-    """Call a student function through the sandbox; any failure of the call becomes a GradingFailure."""
+    """Call a student function through the sandbox; any failure of the call becomes a GradingFailure. The message
+    of an exception the student's code raised is echoed with its numbers shortened (shorten_numbers)."""
     try:
         return function(*args, **kwargs)
     except MissingFunction:
         raise GradingFailure(f"{function.name} is not defined in your submission") from None
     except StudentException as exc:
-        raise GradingFailure(f"{function.name} raised {exc.type_name}{_where(case)}: {exc.message}") from None
+        raise GradingFailure(f"{function.name} raised {exc.type_name}{_where(case)}: "
+                             f"{shorten_numbers(exc.message)}") from None
     except StudentError as exc:
         raise GradingFailure(f"{function.name}{_where(case)}: {exc}") from None
 
@@ -93,6 +119,9 @@ def expect_array(got, want: np.ndarray, what: str, case=None, tol: Tolerance = T
         raise GradingFailure(f"{what}{_where(case)}: infinite values of the wrong sign")
     a, b = got[finite], want[finite]
     if not np.allclose(a, b, rtol=tol.rtol, atol=tol.atol):
+        if not np.any(b):  # a relative error to zero means nothing
+            raise GradingFailure(f"{what}{_where(case)}: expected exactly 0.0 everywhere, got non-zero values "
+                                 f"(largest magnitude {np.max(np.abs(a)):.1e})")
         rel = np.max(np.abs(a - b) / np.maximum(np.abs(b), tol.atol)) if a.size else 0.0
         raise GradingFailure(f"{what}{_where(case)} differs from the expected value "
                              f"(largest relative error {rel:.1e})")
@@ -123,6 +152,8 @@ def expect_float(got, want: float, what: str, case=None, tol: Tolerance = Tolera
             raise GradingFailure(f"{what}{_where(case)}: {'is' if math.isinf(got) else 'should be'} infinite")
         return
     if not math.isclose(got, want, rel_tol=tol.rtol, abs_tol=tol.atol):
+        if want == 0.0:  # a relative error to zero means nothing
+            raise GradingFailure(f"{what}{_where(case)}: expected exactly 0.0, got {got:.1e}")
         rel = abs(got - want) / max(abs(want), tol.atol)
         raise GradingFailure(f"{what}{_where(case)} differs from the expected value (relative error {rel:.1e})")
 

@@ -152,16 +152,26 @@ def grade(submissions: Path, out: Path, jobs: int, timeout: float | None, resume
               help="Assignment id in course.yml (its limits and preloaded libraries apply).")
 @course_option
 def check(notebooks: tuple[Path, ...], assignment_id: str, course_file: Path):
-    """Self-check: run each NOTEBOOK as the grader loads it and report its public checks (seconds; no hidden
-    tests). Exits 1 when a check fails."""
-    from autograder.check import check_notebook, format_results
+    """Self-check: load each NOTEBOOK's folder exactly as the grader loads a submission (every .ipynb and .py file,
+    in sorted file-name order, under the assignment's limits and preloaded libraries) and report the public checks
+    of each NOTEBOOK (seconds; no hidden tests), then notes on the folder (files not loaded; graded functions
+    defined more than once). Exits 1 when a check fails or a file cannot be loaded."""
+    from autograder.check import check_folder, format_notes, format_results, is_error
 
     assignment = _load(course_file).assignment(assignment_id)
-    failed = False
+    folders: dict[Path, list[str]] = {}
     for notebook in notebooks:
-        results, problems = check_notebook(notebook, assignment.limits.sandbox_limits(), tuple(assignment.preload))
-        click.echo(format_results(notebook, results, problems))
-        failed |= bool(problems) or not all(r.passed for r in results)
+        folders.setdefault(notebook.resolve().parent, []).append(notebook.name)
+    failed = False
+    for folder, names in folders.items():
+        results, problems = check_folder(folder, list(dict.fromkeys(names)), assignment.limits.sandbox_limits(),
+                                         tuple(assignment.preload))
+        for name, checks in results.items():
+            click.echo(format_results(Path(name), checks))
+            failed |= not all(r.passed for r in checks)
+        if problems:
+            click.echo(format_notes(folder, problems))
+        failed |= any(is_error(p) for p in problems)
     if failed:
         sys.exit(1)
 

@@ -16,6 +16,10 @@ solutions/: each student starts from the solutions or the release and applies a 
             source: "print('hello')"
         files:                     # extra files written verbatim
           helpers.py: "def f(): ..."
+          deep.ipynb: {repeat: [["{\"cells\": ", 1], ["[", 5000], ["]", 5000], ["}", 1]]}   # text pieces, each n times
+        figures:                   # a notebook saved with its figures: PNG outputs, about this many MB in all,
+          - file: 2_gradient_decay.ipynb   # spread over the notebook's code cells that are not answers
+            megabytes: 30
         symlinks:                  # symbolic links (the attack corpus uses them)
           stolen.ipynb: "@REPO@/solutions/vanishing_gradients/1_bptt.ipynb"
 
@@ -25,6 +29,8 @@ rather than silently producing a correct "mistake").
 
 from __future__ import annotations
 
+import base64
+import random
 import shutil
 from pathlib import Path
 
@@ -51,6 +57,37 @@ def _apply_edit(nb, edit: dict, student: str) -> None:
     cell.source = cell.source.replace(edit["replace"], edit["with"])
 
 
+def add_figures(nb, megabytes: float, seed: int = 0) -> None:
+    """Attach PNG figure outputs taking about `megabytes` MB of the saved file (base64 of random bytes behind a PNG
+    signature: as incompressible as real plots) to the notebook's code cells that are not graded answers, as Jupyter
+    saves them (display_data with image/png and a text/plain fallback)."""
+    cells = [cell for cell in nb.cells if cell.cell_type == "code" and not is_graded_function_cell(cell)]
+    if not cells:
+        raise SpecError("figures: the notebook has no code cell to attach figures to")
+    per_figure = 3 * 2**18  # one large (high-dpi) figure: 1 MB of base64 in the file
+    count = max(1, round(megabytes))
+    rng = random.Random(seed)
+    for i in range(count):
+        png = b"\x89PNG\r\n\x1a\n" + rng.randbytes(per_figure - 8)
+        cell = cells[i % len(cells)]
+        cell.outputs.append(nbformat.v4.new_output(
+            "display_data", data={"image/png": base64.b64encode(png).decode("ascii"),
+                                  "text/plain": "<Figure size 1100x400 with 2 Axes>"}, metadata={}))
+        cell.execution_count = cell.execution_count or i + 1
+
+
+def _file_text(name: str, text) -> str | bytes:
+    """A `files:` entry: text, {bytes_hex: ...} or {repeat: [[piece, times], ...]} (large or deeply nested files
+    without a large spec)."""
+    if isinstance(text, dict) and "bytes_hex" in text:
+        return bytes.fromhex(text["bytes_hex"])
+    if isinstance(text, dict) and "repeat" in text:
+        return "".join(str(piece) * int(times) for piece, times in text["repeat"])
+    if not isinstance(text, str):
+        raise SpecError(f"files: {name}: expected text, bytes_hex or repeat")
+    return text
+
+
 def build_student(name: str, spec: dict, course: Course, assignment_id: str, dest: Path, root: Path = REPO_ROOT,
                   substitutions: dict[str, str] | None = None) -> Path:
     """Write one student's folder; `substitutions` replaces placeholders (e.g. @PORT@) in added code and files."""
@@ -72,6 +109,8 @@ def build_student(name: str, spec: dict, course: Course, assignment_id: str, des
         _apply_edit(notebooks[edit["file"]], edit, name)
     for cell in spec.get("add_cells", []):
         notebooks[cell["file"]].cells.append(nbformat.v4.new_code_cell(substitute(cell["source"])))
+    for figure in spec.get("figures", []):
+        add_figures(notebooks[figure["file"]], float(figure["megabytes"]))
     for file_name in spec.get("drop", []):
         notebooks.pop(file_name)
     for file_name, nb in notebooks.items():
@@ -82,10 +121,11 @@ def build_student(name: str, spec: dict, course: Course, assignment_id: str, des
     for file_name, text in (spec.get("files") or {}).items():
         target = folder / file_name
         target.parent.mkdir(parents=True, exist_ok=True)
-        if isinstance(text, dict) and "bytes_hex" in text:
-            target.write_bytes(bytes.fromhex(text["bytes_hex"]))
+        content = _file_text(file_name, text)
+        if isinstance(content, bytes):
+            target.write_bytes(content)
         else:
-            target.write_text(substitute(text), encoding="utf-8")
+            target.write_text(substitute(content), encoding="utf-8")
     for link_name, target in (spec.get("symlinks") or {}).items():  # for the attack corpus: links out of the folder
         (folder / link_name).symlink_to(substitute(target))
     if spec.get("layout") == "nbgrader":

@@ -243,6 +243,13 @@ class ClassTally:
 
 
 def write_grades_csv(out: Path, tally: ClassTally) -> Path:
+    """OUT/grades.csv, one row a student. A student id (a folder name, chosen by whoever made the folder) that a
+    spreadsheet would read as a formula, i.e. one beginning with =, +, -, @, a tab or a carriage return, is written
+    with a single quote in front, as OWASP's CSV-injection guidance recommends; the csv module quotes separators
+    and double quotes."""
+    def spreadsheet_safe(text: str) -> str:
+        return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
     path = out / "grades.csv"
     tmp = out / ".grades.csv.tmp"
     with open(tmp, "w", newline="", encoding="utf-8") as f:
@@ -250,7 +257,8 @@ def write_grades_csv(out: Path, tally: ClassTally) -> Path:
         writer.writerow(["student", "score", "max_score", *tally.functions])
         for student in sorted(tally.students):
             score, max_score, per_function = tally.students[student]
-            writer.writerow([student, f"{score:g}", f"{max_score:g}", *(f"{v:.6g}" for v in per_function)])
+            writer.writerow([spreadsheet_safe(student), f"{score:g}", f"{max_score:g}",
+                             *(f"{v:.6g}" for v in per_function)])
     os.replace(tmp, path)
     return path
 

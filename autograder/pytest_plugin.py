@@ -35,9 +35,15 @@ from autograder.sandbox import StudentException
 GRADED_MARK = "graded"
 
 
-def graded(function: str, description: str):
-    """Mark a grader test: which contract function it grades and what it checks (shown to students)."""
-    return getattr(pytest.mark, GRADED_MARK)(function=function, description=description)
+def graded(function: str, description: str, error_handling: bool = False, points: float | None = None):
+    """Mark a grader test: which contract function it grades and what it checks (shown to students).
+
+    A function's points (course.yml) are shared equally by its tests, except that a test may be given a fixed
+    number of `points` (the others share the rest); used to keep every share exact to the 6 decimals of results.json.
+    error_handling=True marks a test of invalid inputs (the right exception raised): it counts only when the same
+    function also passes all its other (valid-input) tests, so a stub that only raises earns nothing."""
+    return getattr(pytest.mark, GRADED_MARK)(function=function, description=description,
+                                             error_handling=error_handling, points=points)
 
 
 class StudentFunction:
@@ -52,15 +58,37 @@ class StudentFunction:
         """`student.f.echo(*args)` returns (result, args as the student's code left them): to detect in-place changes."""
         return EchoFunction(self._student, self.name)
 
+    def reading(self, names: list[str]) -> "HelperCall":
+        """`student.f.reading(["NAMES"])(*args)` returns (result, [the student's global NAMES before the call],
+        [the same after it]): to detect changes of the data a function reads."""
+        return HelperCall(self._student, self.name, READ_FUNCTION, list(names))
 
-class EchoFunction(StudentFunction):
+    def with_stand_ins(self, tables: dict) -> "HelperCall":
+        """`student.f.with_stand_ins(tables)(*args)` calls f with the grader's stand-ins in place of the student's
+        rnn_forward, rnn_backward and rnn_backward_truncated for the duration of the call (see STAND_IN_FUNCTION);
+        returns (result, args as f left them), as echo does."""
+        return HelperCall(self._student, self.name, STAND_IN_FUNCTION, tables)
+
+
+class HelperCall(StudentFunction):
+    """A call of the student's function through one of the helpers in ECHO_SOURCE."""
+
+    def __init__(self, student: "Student", name: str, helper: str, *extra):
+        super().__init__(student, name)
+        self._helper, self._extra = helper, extra
+
     def __call__(self, *args):
         try:
-            return self._student.call(ECHO_FUNCTION, self.name, *args)
+            return self._student.call(self._helper, self.name, *self._extra, *args)
         except StudentException as exc:
             if exc.type_name == "NameError" and exc.message.startswith(ECHO_MISSING):
                 raise GradingFailure(f"{self.name} is not defined in your submission") from None
             raise
+
+
+class EchoFunction(HelperCall):
+    def __init__(self, student: "Student", name: str):
+        super().__init__(student, name, ECHO_FUNCTION)
 
 
 class Student:
@@ -83,6 +111,9 @@ class Student:
 # Loaded into the student's namespace after their own code, to report arguments after a call. It runs in the
 # sandbox like everything else there: it can only return data, which the grader validates like any result.
 ECHO_FUNCTION = "__autograder_call_and_echo__"
+READ_FUNCTION = "__autograder_call_and_read__"
+STAND_IN_FUNCTION = "__autograder_call_with_stand_ins__"
+STAND_INS = ("rnn_forward", "rnn_backward", "rnn_backward_truncated")
 ECHO_MISSING = "not defined:"
 ECHO_SOURCE = f"""
 def {ECHO_FUNCTION}(name, *args):
@@ -91,6 +122,72 @@ def {ECHO_FUNCTION}(name, *args):
         raise NameError("{ECHO_MISSING} " + name)
     result = function(*args)
     return result, list(args)
+
+
+def {READ_FUNCTION}(name, names, *args):
+    import copy
+    function = globals().get(name)
+    if not callable(function):
+        raise NameError("{ECHO_MISSING} " + name)
+    before = [copy.deepcopy(globals().get(n)) for n in names]
+    result = function(*args)
+    return result, before, [globals().get(n) for n in names]
+
+
+def {STAND_IN_FUNCTION}(name, tables, *args):
+    # Calls `name` with stand-ins for {", ".join(STAND_INS)} in the namespace. They hold no BPTT: only the
+    # grader's answers (tables) for the calls a function is expected to make on these inputs (the forward of the
+    # given inputs, backward passes of dh = zeros except dh[:, -1] = dout through the cache it returned); any other
+    # call raises LookupError. The student's own definitions are put back afterwards.
+    import numpy
+    namespace = globals()
+    function = namespace.get(name)
+    if not callable(function):
+        raise NameError("{ECHO_MISSING} " + name)
+
+    class StandInCache:
+        pass
+
+    cache_token = StandInCache()
+
+    def same(got, want):
+        return isinstance(got, numpy.ndarray) and got.shape == want.shape and numpy.array_equal(got, want)
+
+    def unprepared(what):
+        raise LookupError("the autograder's stand-in for " + what + " was called with arguments it has no answer for")
+
+    def rnn_forward(x, h0, Wx, Wh, b):
+        if all(same(got, want) for got, want in zip((x, h0, Wx, Wh, b), tables["inputs"])):
+            return tables["h"].copy(), cache_token
+        unprepared("rnn_forward")
+
+    def rnn_backward(dh, cache):
+        if cache is cache_token and same(dh, tables["dh"]):
+            return tuple(g.copy() for g in tables["full"])
+        unprepared("rnn_backward")
+
+    def rnn_backward_truncated(dh, cache, k1, k2):
+        for k in (k1, k2):
+            if isinstance(k, bool) or not isinstance(k, (int, numpy.integer)):
+                raise ValueError("k1 and k2 must be integers")
+        k1, k2 = int(k1), int(k2)
+        T = tables["dh"].shape[1]
+        if not 1 <= k1 <= k2 or T % k1 != 0:
+            raise ValueError("need 1 <= k1 <= k2 and T % k1 == 0")
+        if cache is cache_token and same(dh, tables["dh"]):  # one loss, at the last step: only k2 matters
+            return tuple(g.copy() for g in tables["truncated"][min(k2, T) - 1])
+        unprepared("rnn_backward_truncated")
+
+    stand_ins = {{"rnn_forward": rnn_forward, "rnn_backward": rnn_backward,
+                 "rnn_backward_truncated": rnn_backward_truncated}}
+    saved = {{key: namespace[key] for key in stand_ins if key in namespace}}
+    namespace.update(stand_ins)
+    try:
+        return function(*args), list(args)
+    finally:
+        for key in stand_ins:
+            namespace.pop(key, None)
+        namespace.update(saved)
 """
 
 
@@ -136,6 +233,7 @@ class GradingPlugin:
         self._jobs = jobs
         self._context: GradingContext | None = None  # the student being graded
         self.templates: list[tuple[str, str, str, float]] = []  # (nodeid, test name, function, points)
+        self.error_handling: set[str] = set()  # nodeids of error-handling tests (see `graded`)
         self.collection_errors: list[str] = []
         self._results: dict[str, TestResult] = {}
 
@@ -176,9 +274,18 @@ class GradingPlugin:
             if function not in self._points:
                 self.collection_errors.append(f"tests for {function}, which has no points in course.yml")
                 continue
-            share = self._points[function] / len(function_items)
+            fixed = {item.nodeid: item.get_closest_marker(GRADED_MARK).kwargs.get("points") for item in function_items}
+            fixed = {nodeid: float(points) for nodeid, points in fixed.items() if points is not None}
+            rest, shared = self._points[function] - sum(fixed.values()), len(function_items) - len(fixed)
+            if rest < -1e-9 or (shared == 0 and abs(rest) > 1e-9) or (shared and rest <= 0):
+                self.collection_errors.append(f"{function}: the fixed points of its tests ({sum(fixed.values()):g}) "
+                                              f"do not fit its {self._points[function]:g} points in course.yml")
+                continue
             for item in function_items:
+                share = fixed.get(item.nodeid, rest / shared if shared else 0.0)
                 description = item.get_closest_marker(GRADED_MARK).kwargs["description"]
+                if item.get_closest_marker(GRADED_MARK).kwargs.get("error_handling"):
+                    self.error_handling.add(item.nodeid)
                 if hasattr(item, "callspec"):  # parametrized: "{name} on random inputs" -> "dWh on random inputs"
                     description = description.format(**item.callspec.params)
                 self.templates.append((item.nodeid, f"{function}: {description}", function, share))
@@ -216,8 +323,23 @@ class GradingPlugin:
                 for i, item in enumerate(items):
                     nextitem = items[i + 1] if i + 1 < len(items) else None  # None: tear every fixture down
                     item.ihook.pytest_runtest_protocol(item=item, nextitem=nextitem)
+            self._count_error_handling_only_with_valid_inputs()
         finally:
             self._context, self._results = None, {}
+
+    def _count_error_handling_only_with_valid_inputs(self) -> None:
+        """An error-handling test that passed keeps its points only if every other test of its function passed."""
+        for nodeid, result in self._results.items():
+            if nodeid not in self.error_handling or result.status != "passed":
+                continue
+            valid = [r for n, r in self._results.items()
+                     if r.function == result.function and n not in self.error_handling]
+            failing = [r for r in valid if r.status != "passed"]
+            if failing:
+                result.status, result.score = "failed", 0.0
+                result.output = (f"not counted: {result.function} raises the right exception here, but error handling "
+                                 f"earns points only when {result.function} also passes its valid-input tests, and "
+                                 f"{len(failing)} of {len(valid)} fail (first: '{failing[0].name}')")
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_makereport(self, item, call):

@@ -1,8 +1,14 @@
 """Reading a submission folder safely (in the trusted process, as data): which files, in what order, which code
-to run, and a clear message for anything that cannot be used. Nothing here executes student code."""
+to run, and a clear message for anything that cannot be used. Nothing here executes student code: graded functions
+defined more than once are found statically, with `ast`.
+
+`read_submission` is the one loader of both `autograder grade` and `autograder check`, so the two run exactly the
+same files in the same order."""
 
 from __future__ import annotations
 
+import ast
+import functools
 import json
 import re
 import shutil
@@ -12,8 +18,10 @@ from pathlib import Path
 
 from autograder.sandbox import LoadUnit
 
-MAX_CODE_FILE_BYTES = 8 * 2**20   # a notebook or .py larger than this is not loaded
+MAX_CODE_FILE_BYTES = 8 * 2**20   # a .py file, or the code cells of a notebook, larger than this is not loaded
+MAX_NOTEBOOK_FILE_BYTES = 100 * 2**20  # a notebook file, outputs included (nbgrader's default max_file_size)
 MAX_COPY_BYTES = 64 * 2**20       # the private copy of a student's folder holds at most this much
+WARNING = "warning: "             # how a note that costs nothing begins in Submission.problems
 
 
 @dataclass
@@ -73,12 +81,11 @@ def strip_magics(source: str) -> tuple[str, int]:
     return "\n".join(lines) + "\n", changed
 
 
-def _read_text(path: Path, problems: list[str]) -> str | None:
+def _read_text(path: Path, problems: list[str], limit: int = MAX_CODE_FILE_BYTES) -> str | None:
     name = path.name
     size = path.stat().st_size
-    if size > MAX_CODE_FILE_BYTES:
-        problems.append(f"{name}: {size / 2**20:.1f} MB is larger than the {MAX_CODE_FILE_BYTES // 2**20} MB limit; "
-                        "not loaded")
+    if size > limit:
+        problems.append(f"{name}: {size / 2**20:.1f} MB is larger than the {limit // 2**20} MB limit; not loaded")
         return None
     data = path.read_bytes()
     if b"\0" in data:
@@ -92,30 +99,129 @@ def _read_text(path: Path, problems: list[str]) -> str | None:
 
 
 def _notebook_units(path: Path, text: str, problems: list[str]) -> list[LoadUnit]:
+    """The code cells of a notebook, magics made no-ops. Outputs (figures can be tens of MB) are never read as code:
+    the code limit applies to the cells' sources only. A notebook that is not valid JSON, is nested too deeply to
+    parse, or has no list of cells is reported as corrupt and contributes nothing."""
     try:
         nb = json.loads(text)
         cells = nb["cells"]
         if not isinstance(cells, list):
             raise TypeError("'cells' is not a list")
+    except RecursionError:
+        problems.append(f"{path.name}: not a valid notebook (its JSON is nested too deeply to read); not loaded")
+        return []
     except (ValueError, KeyError, TypeError) as exc:
         problems.append(f"{path.name}: not a valid notebook ({type(exc).__name__}: {str(exc)[:200]}); not loaded")
         return []
-    units = []
+    units, code_bytes = [], 0
     for index, cell in enumerate(cells):
         if not isinstance(cell, dict) or cell.get("cell_type") != "code":
             continue
         source = cell.get("source", "")
-        source = "".join(source) if isinstance(source, list) else source
+        if isinstance(source, list) and all(isinstance(line, str) for line in source):
+            source = "".join(source)
         if not isinstance(source, str):
             problems.append(f"{path.name}: cell {index} has no readable source; skipped")
             continue
+        code_bytes += len(source.encode("utf-8", "surrogatepass"))
         source, _ = strip_magics(source)
         units.append(LoadUnit(file=path.name, index=index, source=source, kind="cell"))
+    if code_bytes > MAX_CODE_FILE_BYTES:
+        problems.append(f"{path.name}: its code cells hold {code_bytes / 2**20:.1f} MB, more than the "
+                        f"{MAX_CODE_FILE_BYTES // 2**20} MB limit on code (outputs not counted); not loaded")
+        return []
     return units
 
 
-def read_submission(submission: Submission) -> Submission:
-    """Fill in the code units to load (all .ipynb and .py files, sorted by file name) and the problems found."""
+@functools.cache
+def course_functions() -> tuple[str, ...]:
+    """The graded function names of every assignment in the kit's course.yml (none if it cannot be read: the
+    warnings are then left out, grading goes on)."""
+    from autograder.course import CourseConfigError, load_course
+
+    try:
+        course = load_course()
+    except CourseConfigError:
+        return ()
+    return tuple(dict.fromkeys(name for assignment in course.assignments for name in assignment.points))
+
+
+def _top_level_names(tree: ast.Module) -> list[tuple[str, int]]:
+    """(name, line) of what module-level statements bind: def, class, assignment and import targets, also inside
+    top-level if/try/with/for/while blocks (not inside functions or classes)."""
+    found: list[tuple[str, int]] = []
+
+    def targets(node, line):
+        if isinstance(node, ast.Name):
+            found.append((node.id, line))
+        elif isinstance(node, (ast.Tuple, ast.List)):
+            for element in node.elts:
+                targets(element, line)
+        elif isinstance(node, ast.Starred):
+            targets(node.value, line)
+
+    def visit(statements):
+        for node in statements:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                found.append((node.name, node.lineno))
+            elif isinstance(node, ast.Assign):
+                for target in node.targets:
+                    targets(target, node.lineno)
+            elif isinstance(node, ast.AnnAssign) and node.value is not None:
+                targets(node.target, node.lineno)
+            elif isinstance(node, (ast.Import, ast.ImportFrom)):
+                for alias in node.names:
+                    if alias.name != "*":
+                        found.append(((alias.asname or alias.name).split(".")[0], node.lineno))
+            elif isinstance(node, (ast.For, ast.AsyncFor)):
+                targets(node.target, node.lineno)
+            for block in ("body", "orelse", "finalbody"):
+                if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                    visit(getattr(node, block, []) or [])
+            for handler in getattr(node, "handlers", []) or []:
+                visit(handler.body)
+            for case in getattr(node, "cases", []) or []:
+                visit(case.body)
+
+    visit(tree.body)
+    return found
+
+
+def _where(unit: LoadUnit, line: int) -> str:
+    return f"{unit.file} line {line}" if unit.index is None else f"{unit.file} cell {unit.index} (line {line})"
+
+
+def duplicate_definitions(units: list[LoadUnit], functions) -> list[str]:
+    """Warnings for graded functions defined in more than one file or cell, found with `ast` (nothing runs). Units
+    load in order and the last definition wins, so each warning names the one that is graded and the others. A unit
+    that does not parse defines nothing (it fails to load)."""
+    wanted = set(functions)
+    definitions: dict[str, list[tuple[int, str]]] = {}
+    for position, unit in enumerate(units):
+        try:
+            names = _top_level_names(ast.parse(unit.source))
+        except (SyntaxError, ValueError, RecursionError, MemoryError):
+            continue
+        for name, line in names:
+            if name in wanted:
+                definitions.setdefault(name, []).append((position, _where(unit, line)))
+    warnings = []
+    for name in functions:
+        places = definitions.get(name, [])
+        if len({position for position, _ in places}) < 2:
+            continue
+        graded = places[-1][1]
+        others = "; ".join(where for _, where in places[:-1])
+        warnings.append(f"{WARNING}{name} is defined in {len(places)} places. The one graded is the last one "
+                        f"loaded (files in sorted name order, cells in notebook order): {graded}. Not graded: "
+                        f"{others}. Delete or rename the definitions you do not mean to submit.")
+    return warnings
+
+
+def read_submission(submission: Submission, functions=None) -> Submission:
+    """Fill in the code units to load (all .ipynb and .py files, sorted by file name) and the problems found, with a
+    warning for each of `functions` (default: the graded functions of course.yml) defined in more than one file or
+    cell."""
     problems = submission.problems
     code_files = []
     for path in sorted(submission.folder.iterdir(), key=lambda p: p.name):
@@ -127,7 +233,7 @@ def read_submission(submission: Submission) -> Submission:
         if path.is_file():
             code_files.append(path)
     for path in code_files:
-        text = _read_text(path, problems)
+        text = _read_text(path, problems, MAX_NOTEBOOK_FILE_BYTES if path.suffix == ".ipynb" else MAX_CODE_FILE_BYTES)
         if text is None:
             continue
         submission.files.append(path.name)
@@ -137,12 +243,27 @@ def read_submission(submission: Submission) -> Submission:
             submission.units.append(LoadUnit(file=path.name, index=None, source=text, kind="module"))
     if not submission.files:
         problems.append("no notebook (.ipynb) or Python (.py) file could be loaded from this submission")
+    problems += duplicate_definitions(submission.units, course_functions() if functions is None else functions)
     return submission
+
+
+def _without_outputs(path: Path) -> bytes | None:
+    """The notebook's JSON with every cell's outputs removed (None when it is not a readable notebook)."""
+    try:
+        nb = json.loads(path.read_bytes())
+        for cell in nb["cells"]:
+            if isinstance(cell, dict) and "outputs" in cell:
+                cell["outputs"] = []
+        return json.dumps(nb, ensure_ascii=False).encode("utf-8")
+    except (ValueError, KeyError, TypeError, RecursionError):
+        return None
 
 
 def private_copy(submission: Submission, dest: Path) -> list[str]:
     """Copy the student's regular files (no symbolic links, nothing outside the folder) into `dest`, the working
-    directory of their sandbox; returns what was left out."""
+    directory of their sandbox; returns what was left out. A notebook larger than the code limit is copied without
+    its outputs (saved figures are not code; the later parts' load_earlier_parts cells read only the cells), so
+    figures never crowd code out of the copy."""
     skipped, budget = [], MAX_COPY_BYTES
     dest.mkdir(parents=True, exist_ok=True)
     for path in sorted(submission.folder.rglob("*")):
@@ -156,9 +277,16 @@ def private_copy(submission: Submission, dest: Path) -> list[str]:
             (dest / relative).mkdir(parents=True, exist_ok=True)
         elif path.is_file():
             size = path.stat().st_size
+            stripped = (_without_outputs(path) if path.suffix == ".ipynb" and MAX_CODE_FILE_BYTES < size
+                        <= MAX_NOTEBOOK_FILE_BYTES else None)
+            if stripped is not None:
+                size = len(stripped)
             if size > budget:
                 skipped.append(f"{relative}: not copied, the submission is larger than {MAX_COPY_BYTES // 2**20} MB")
                 continue
             budget -= size
-            shutil.copyfile(path, dest / relative)
+            if stripped is not None:
+                (dest / relative).write_bytes(stripped)
+            else:
+                shutil.copyfile(path, dest / relative)
     return skipped

@@ -7,16 +7,24 @@ A spec entry's `expect` may hold:
     score: full | <number>     the total score
     lose: [functions]          each must lose points
     keep: [functions]          each must keep all its points (with `lose` and no `keep`: every other function)
+    zero: [functions]          each must score nothing at all
     names: [words]             each must appear in the message of some failed test
+    notes: [words]             each must appear in the notes at the top of the results (results.json's output)
+    short_numbers: true        no failure message holds a number of more than 4 significant digits (integers of
+                               up to 6 digits, such as shapes and seeds, aside)
+    csv_student: text          the case's cell in the student column of grades.csv (e.g. an escaped formula)
     requires: bubblewrap       only checked where bubblewrap is available
 Side conditions checked for the whole batch: no process left whose command line holds one of the spec's
-`markers`, and nothing received on the loopback port that attacks are given as @PORT@.
+`markers`, nothing received on the loopback port that attacks are given as @PORT@, and no cell of grades.csv that a
+spreadsheet would run as a formula.
 """
 
 from __future__ import annotations
 
+import csv
 import json
 import os
+import re
 import socket
 import tempfile
 import threading
@@ -58,8 +66,13 @@ def describe_expectation(expect: dict) -> str:
     return "; ".join(parts) or "(nothing declared)"
 
 
-def check_expectation(expect: dict, document: dict, assignment: Assignment, grader_errors: str = "") -> list[str]:
-    """What is wrong with `document` against `expect` (empty when it matches)."""
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def check_expectation(expect: dict, document: dict, assignment: Assignment, grader_errors: str = "",
+                      csv_cell: str | None = None) -> list[str]:
+    """What is wrong with `document` (and the case's grades.csv cell, when given) against `expect` (empty when it
+    matches)."""
     problems = []
     if grader_errors:
         problems.append("grader errors: " + grader_errors.strip().splitlines()[-1][:200])
@@ -75,6 +88,10 @@ def check_expectation(expect: dict, document: dict, assignment: Assignment, grad
     for function in expect.get("lose", []):
         if scores.get(function, 0.0) >= assignment.points[function] - 1e-9:
             problems.append(f"{function} kept all its points")
+    for function in expect.get("zero", []):
+        if scores.get(function, 0.0) > 1e-9:
+            passed = [t["name"] for t in document["tests"] if t["tags"][0] == function and t["status"] == "passed"]
+            problems.append(f"{function} scored {scores[function]:g}, expected 0; passed: {'; '.join(passed)[:300]}")
     keep = expect.get("keep")
     if keep is None and "lose" in expect:
         keep = [f for f in assignment.points if f not in expect["lose"]]
@@ -86,7 +103,39 @@ def check_expectation(expect: dict, document: dict, assignment: Assignment, grad
     for word in expect.get("names", []):
         if word not in failed_messages:
             problems.append(f"no failure message names {word!r}")
+    if expect.get("short_numbers"):
+        long_numbers = long_numbers_in(failed_messages)
+        if long_numbers:
+            problems.append(f"failure messages show numbers at full precision: {long_numbers[:3]}")
+    for word in expect.get("notes", []):
+        if word not in document["output"]:
+            problems.append(f"the notes do not say {word!r}: {document['output'][-300:]!r}")
+    if "csv_student" in expect and csv_cell != expect["csv_student"]:
+        problems.append(f"grades.csv has {csv_cell!r} for this student, expected {expect['csv_student']!r}")
     return problems
+
+
+def long_numbers_in(text: str) -> list[str]:
+    """Numbers in `text` with more than 4 significant digits (integers of up to 6 digits aside)."""
+    found = []
+    for token in re.findall(r"(?<![\w.])[-+]?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][-+]?\d+)?(?![\w.])", text):
+        mantissa = re.split(r"[eE]", token.lstrip("+-"))[0]
+        if re.fullmatch(r"\d{1,6}", mantissa):
+            continue
+        if len(mantissa.replace(".", "").lstrip("0").rstrip("0") if "." in mantissa else mantissa.lstrip("0")) > 4:
+            found.append(token)
+    return found
+
+
+def grades_csv_cells(out: Path) -> list[str]:
+    """The student column of OUT/grades.csv."""
+    with open(out / "grades.csv", newline="", encoding="utf-8") as f:
+        return [row[0] for row in list(csv.reader(f))[1:]]
+
+
+def csv_cell_of(case: str, cells: list[str]) -> str | None:
+    """The grades.csv cell that stands for `case` (the id itself, or the id escaped with a leading quote)."""
+    return next((cell for cell in cells if cell in (case, "'" + case)), None)
 
 
 class Listener:
@@ -165,6 +214,7 @@ def validate(course: Course, assignment_id: str, out: Path, corpus_dir: Path = C
         listener.close()
 
     verdicts = []
+    cells = grades_csv_cells(out)
     for name, (corpus, student) in cases.items():
         expect = student.get("expect", {})
         document = json.loads((student_dir(out, name) / "results.json").read_text())
@@ -174,16 +224,19 @@ def validate(course: Course, assignment_id: str, out: Path, corpus_dir: Path = C
             verdict.skipped = "needs bubblewrap"
         else:
             verdict.problems = check_expectation(expect, document, assignment,
-                                                 errors_file.read_text() if errors_file.exists() else "")
+                                                 errors_file.read_text() if errors_file.exists() else "",
+                                                 csv_cell_of(name, cells))
         verdicts.append(verdict)
     survivors = leftover_processes(markers) if markers else []
     network = [r.decode(errors="replace") for r in listener.received] if isolation == "bubblewrap" else []
+    formulas = [cell for cell in cells if cell.startswith(FORMULA_START)]
     report = {
         "isolation": isolation,
         "cases": [vars(v) | {"ok": v.ok} for v in verdicts],
         "survivors": survivors,
         "network_received": network,
-        "ok": all(v.ok for v in verdicts) and not survivors and not network,
+        "csv_formulas": formulas,
+        "ok": all(v.ok for v in verdicts) and not survivors and not network and not formulas,
     }
     (out / "validation.json").write_text(json.dumps(report, indent=2))
     return report
@@ -203,4 +256,6 @@ def format_table(report: dict) -> str:
         lines.append(f"MISS a process outlived grading: {survivor}")
     if report["network_received"]:
         lines.append(f"MISS the loopback listener received data: {report['network_received']}")
+    for cell in report.get("csv_formulas", []):
+        lines.append(f"MISS grades.csv has a cell a spreadsheet would run as a formula: {cell!r}")
     return "\n".join(lines)

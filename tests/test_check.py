@@ -39,3 +39,48 @@ def test_a_mistake_is_reported_with_its_message(tmp_path):
     assert "PASS  check_rnn_step" in result.stdout
     assert "FAIL  check_rnn_backward: AssertionError: dx does not match the numerical gradient" in result.stdout
     assert "3_clipping.ipynb: 4 of 4 public checks pass" in result.stdout
+
+
+def test_check_loads_the_folder_as_the_grader_and_names_the_graded_definition(tmp_path):
+    """A stray scratch.py that redefines a graded function: the notebook's checks run (and pass) before it loads,
+    as in grading, and the notes say which definition is graded."""
+    for path in (REPO_ROOT / "solutions" / "vanishing_gradients").glob("[12]_*.ipynb"):
+        (tmp_path / path.name).write_bytes(path.read_bytes())
+    (tmp_path / "scratch.py").write_text("def effective_horizon(norms, threshold=1e-3):\n    return 1\n")
+    result = run_check(tmp_path / "2_gradient_decay.ipynb")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "2_gradient_decay.ipynb: 4 of 4 public checks pass" in result.stdout
+    assert ("WARNING  effective_horizon is defined in 2 places. The one graded is the last one loaded (files in "
+            "sorted name order, cells in notebook order): scratch.py line 1. Not graded: 2_gradient_decay.ipynb "
+            "cell 15 (line 1).") in result.stdout
+
+
+def test_check_reports_a_corrupt_file_of_the_folder(tmp_path):
+    (tmp_path / "1_bptt.ipynb").write_bytes((REPO_ROOT / "solutions" / "vanishing_gradients" / "1_bptt.ipynb")
+                                            .read_bytes())
+    (tmp_path / "0_deep.ipynb").write_text('{"cells": ' + "[" * 5000 + "]" * 5000 + "}")
+    result = run_check(tmp_path / "1_bptt.ipynb")
+    assert result.returncode == 1
+    assert "1_bptt.ipynb: 2 of 2 public checks pass" in result.stdout
+    assert "PROBLEM  0_deep.ipynb: not a valid notebook (its JSON is nested too deeply to read); not loaded" \
+        in result.stdout
+
+
+@pytest.mark.parametrize("case,notebook,message", [
+    ("m_step_backward_modifies_dnext_h", "1_bptt.ipynb",
+     "FAIL  check_rnn_step: AssertionError: rnn_step_backward modified its input dnext_h; it must leave its inputs "
+     "unchanged (work on a copy)"),
+    ("m_horizon_normalises_in_place", "2_gradient_decay.ipynb",
+     "FAIL  check_effective_horizon: AssertionError: effective_horizon modified its input norms; it must leave its "
+     "inputs unchanged (work on a copy)"),
+    ("m_clip_value_in_place", "3_clipping.ipynb",
+     "FAIL  check_clip_grad_value: AssertionError: clip_grad_value modified its input grads; it must leave its inputs "
+     "unchanged (work on a copy)"),
+])
+def test_a_changed_input_is_what_the_public_check_reports(tmp_path, case, notebook, message):
+    """The public checks test 'inputs are not modified' before anything that a changed input would make fail."""
+    spec = dict(load_spec(REPO_ROOT / "tests" / "submissions" / "mutants.yml")["students"][case], as_python=False)
+    folder = build_student(case, spec, load_course(), "vanishing_gradients", tmp_path)
+    result = run_check(folder / notebook)
+    assert result.returncode == 1
+    assert message in result.stdout, result.stdout

@@ -86,3 +86,7 @@ def test_student_output_is_capped(validation):
     root = validation[0]
     limit = yaml.safe_load((REPO_ROOT / "course.yml").read_text())["assignments"][0]["limits"]["output_kb"] * 1024
     assert (root / "out" / "huge_stdout" / "output.txt").stat().st_size <= limit + 4096
+
+
+def test_grades_csv_has_no_formula_cells(validation):
+    assert validation[3]["csv_formulas"] == []

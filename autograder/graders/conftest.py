@@ -1,13 +1,19 @@
-"""Inputs shared by the graders: random RNN problems drawn per student (context.rng), and the bridge from a
-student's forward states to the reference's backward, so that a backward pass is graded on the student's own
-forward (a forward bug is charged to the forward only)."""
+"""Inputs shared by the graders: random RNN problems drawn per student (context.rng), and the states at which a
+backward-type function (rnn_step_backward, rnn_backward, hidden_grad_norms, rnn_backward_truncated) is graded.
+
+Backward-type functions earn points only for the gradients of the true RNN on the grader's inputs and parameters.
+They are called with the cache of the student's own forward; the expected values are the reference's at the true
+states, or at the student's own forward states when those are states of the true recurrence (state_candidates):
+then a forward that starts from a wrong initial state is charged to the forward once. States the recurrence does not
+give (a forward that returns saturated states, where every gradient vanishes, or other states on a later call) are
+never used: the backward is then graded against the true states."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from autograder.checks import Case, GradingFailure, call, unpack
+from autograder.checks import Case, GradingFailure, call, expect_array_any, expect_unmodified, unpack
 
 GRADS = ["dx", "dh0", "dWx", "dWh", "db"]
 
@@ -57,19 +63,39 @@ def student_forward(student, case: Case, purpose: str):
     return h, cache
 
 
-def usable_or(got, fallback: np.ndarray) -> np.ndarray:
-    """The student's forward output when usable (an array of the right shape, finite), else the reference's."""
-    if isinstance(got, np.ndarray) and got.shape == fallback.shape and np.all(np.isfinite(got)):
-        return got.astype(np.float64)
-    return fallback
+def follows_the_recurrence(got, x, h0, Wx, Wh, b, tol) -> bool:
+    """Whether `got` (what the student's rnn_forward returned as h) are states of the true RNN on the grader's inputs
+    and parameters: a finite float array of h's shape with h[:, t] = tanh(x[:, t] @ Wx + h[:, t-1] @ Wh + b) for every
+    t >= 1 (within the tolerance), and h[:, 0] reachable in one such step from some initial state no larger than h0
+    (entrywise, and at most 1 where h0 is smaller). So only the initial state may differ from the grader's (a forward
+    that starts from zeros instead of h0); no state can be picked freely, e.g. saturated so that tanh' and every
+    expected gradient vanish."""
+    N, T, _ = x.shape
+    H = Wh.shape[0]
+    if not isinstance(got, np.ndarray) or got.dtype.kind != "f" or got.shape != (N, T, H):
+        return False
+    got = got.astype(np.float64)
+    if not np.all(np.isfinite(got)) or np.any(np.abs(got) >= 1.0):
+        return False
+    for t in range(1, T):
+        if not np.allclose(got[:, t], np.tanh(x[:, t] @ Wx + got[:, t - 1] @ Wh + b), rtol=tol.rtol, atol=tol.atol):
+            return False
+    # h[:, 0] = tanh(x0 Wx + p Wh + b) with |p| <= c entrywise puts the pre-activation within c * sum_i |Wh[i, j]|.
+    c = max(1.0, float(np.max(np.abs(h0))))
+    reach = c * np.sum(np.abs(Wh), axis=0)
+    gap = np.abs(np.arctanh(got[:, 0]) - (x[:, 0] @ Wx + b))
+    return bool(np.all(gap <= reach * (1 + 1e-9) + 1e-9))
 
 
-def state_candidates(got, reference_states: np.ndarray) -> list[np.ndarray]:
-    """The states at which a backward pass may rightly be evaluated: the student's own forward output first (their
-    cache normally holds those), then the true states (a forward that returns wrong h but caches the right
-    states). A backward is right if it is right at either, so a forward bug is charged to the forward only."""
-    own = usable_or(got, reference_states)
-    return [own] if own is reference_states or np.array_equal(own, reference_states) else [own, reference_states]
+def state_candidates(got, reference_states: np.ndarray, case: Case, tol) -> list[np.ndarray]:
+    """The states at which the reference evaluates what a backward-type function must return for `case`: the true
+    states, and the student's own forward output when it differs from them but follows the recurrence
+    (follows_the_recurrence). A backward is right if it is right at either."""
+    x, h0, Wx, Wh, b = forward_args(case)
+    if not follows_the_recurrence(got, x, h0, Wx, Wh, b, tol):
+        return [reference_states]
+    own = got.astype(np.float64)
+    return [reference_states] if np.array_equal(own, reference_states) else [reference_states, own]
 
 
 def collect(cases, run) -> list:
@@ -88,3 +114,16 @@ def check_each(results, check) -> None:
         if isinstance(outcome, GradingFailure):
             raise outcome
         check(case, outcome)
+
+
+def check_unchanged_and_right(results, sent, input_name: str, function: str, names: list[str], tol) -> None:
+    """For collect() results whose outcome is (outputs, [acceptable expected outputs], the input `input_name` as the
+    student's code left it): in every case that input is bit-identical to what was sent (`sent(case)`; checked
+    first, a changed input being the likely cause of anything else) and every output is right."""
+    def check(case, out):
+        got, wants, after = out
+        expect_unmodified([after], [sent(case)], [input_name], function, case)
+        for index, name in enumerate(names):
+            expect_array_any(got[index], [w[index] for w in wants], name, case, tol)
+
+    check_each(results, check)

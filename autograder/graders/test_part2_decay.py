@@ -5,24 +5,27 @@ off-by-one and ratio mistakes."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
-from autograder.checks import Case, call, expect_array, expect_array_any, expect_int
-from autograder.graders.conftest import (check_each, collect, forward_args, reference_cache, state_candidates,
-                                         student_forward)
+from autograder.checks import Case, call, expect_array, expect_array_any, expect_int, expect_unmodified
+from autograder.graders.conftest import (check_each, check_unchanged_and_right, collect, forward_args,
+                                         reference_cache, state_candidates, student_forward)
 from autograder.pytest_plugin import graded
 
 
-def expected_norms(ref, case, h, dh) -> list[np.ndarray]:
+def expected_norms(ref, case, h, dh, tol) -> list[np.ndarray]:
     x, h0, Wx, Wh, b = forward_args(case)
     return [ref.hidden_grad_norms(dh, reference_cache(x, h0, Wx, Wh, states))
-            for states in state_candidates(h, ref.rnn_forward(x, h0, Wx, Wh, b)[0])]
+            for states in state_candidates(h, ref.rnn_forward(x, h0, Wx, Wh, b)[0], case, tol)]
 
 
-def norms_results(student, ref, cases, make_dh):
+def norms_results(student, ref, cases, make_dh, tol):
+    """Per case: ((norms,), [(expected norms,)], dh as the student's code left it)."""
     def run(case):
         h, cache = student_forward(student, case, "hidden_grad_norms")
         dh = make_dh(case)
-        return call(student.hidden_grad_norms, dh, cache, case=case), expected_norms(ref, case, h, dh)
+        got, after = call(student.hidden_grad_norms.echo, dh, cache, case=case)
+        return (got,), [(want,) for want in expected_norms(ref, case, h, dh, tol)], after[0]
 
     return collect(cases, run)
 
@@ -33,16 +36,27 @@ def last_step_only(case):
     return dh
 
 
+@pytest.fixture(scope="session")
+def all_steps_results(student, ref, rnn_cases, tol):
+    return norms_results(student, ref, rnn_cases, lambda case: case.inputs["dh"], tol)
+
+
 @graded("hidden_grad_norms", "norms with losses at every step (direct plus carried gradient)")
-def test_norms_all_steps(student, ref, rnn_cases, tol):
-    results = norms_results(student, ref, rnn_cases, lambda case: case.inputs["dh"])
-    check_each(results, lambda case, out: expect_array_any(out[0], out[1], "norms", case, tol))
+def test_norms_all_steps(all_steps_results, tol):
+    check_each(all_steps_results,
+               lambda case, out: expect_array_any(out[0][0], [w[0] for w in out[1]], "norms", case, tol))
 
 
 @graded("hidden_grad_norms", "norms with a loss on the last step only")
 def test_norms_last_step(student, ref, rnn_cases, tol):
-    results = norms_results(student, ref, rnn_cases, last_step_only)
-    check_each(results, lambda case, out: expect_array_any(out[0], out[1], "norms", case, tol))
+    results = norms_results(student, ref, rnn_cases, last_step_only, tol)
+    check_each(results, lambda case, out: expect_array_any(out[0][0], [w[0] for w in out[1]], "norms", case, tol))
+
+
+@graded("hidden_grad_norms", "right norms, dh left unchanged", points=1.0)
+def test_norms_unmodified(all_steps_results, tol):
+    check_unchanged_and_right(all_steps_results, lambda case: case.inputs["dh"], "dh", "hidden_grad_norms", ["norms"],
+                              tol)
 
 
 def non_normal_matrices(rng) -> list[Case]:
@@ -63,6 +77,15 @@ def test_bound(student, ref, context, tol):
         p = case.inputs
         got = call(student.jacobian_norm_bound, p["Wh"], p["T"], p["gamma"], case=case)
         expect_array(got, ref.jacobian_norm_bound(p["Wh"], p["T"], p["gamma"]), "bound", case, tol)
+
+
+@graded("jacobian_norm_bound", "right bound, Wh left unchanged")
+def test_bound_unmodified(student, ref, context, tol):
+    case = non_normal_matrices(context.rng("bound"))[3]
+    p = case.inputs
+    result, after = call(student.jacobian_norm_bound.echo, p["Wh"], p["T"], p["gamma"], case=case)
+    expect_unmodified(after[:1], [p["Wh"]], ["Wh"], "jacobian_norm_bound", case)
+    expect_array(result, ref.jacobian_norm_bound(p["Wh"], p["T"], p["gamma"]), "bound", case, tol)
 
 
 @graded("jacobian_norm_bound", "gamma defaults to 1 (tanh)")
@@ -101,3 +124,12 @@ def test_horizon_default(student, ref):
     norms = 10.0 ** -np.arange(6)[::-1]
     case = Case("a geometric curve, default threshold")
     expect_int(call(student.effective_horizon, norms, case=case), ref.effective_horizon(norms), "the horizon", case)
+
+
+@graded("effective_horizon", "right horizon, norms left unchanged")
+def test_horizon_unmodified(student, ref, context):
+    case = horizon_cases(context.rng("horizon"))[3]  # norms[T-1] is not 1: dividing in place changes the array
+    p = case.inputs
+    result, after = call(student.effective_horizon.echo, p["norms"], p["threshold"], case=case)
+    expect_unmodified(after[:1], [p["norms"]], ["norms"], "effective_horizon", case)
+    expect_int(result, ref.effective_horizon(p["norms"], p["threshold"]), "the horizon", case)

@@ -109,7 +109,8 @@ def test_clip_nonfinite(student, ref, context, tol):
         clip_norm_case(student, ref, case, tol)
 
 
-@graded("clip_grad_norm", "error_if_nonfinite=True raises RuntimeError on a non-finite total norm")
+@graded("clip_grad_norm", "error_if_nonfinite=True raises RuntimeError on a non-finite total norm (counts once the "
+        "valid-input tests pass)", error_handling=True)
 def test_clip_error_if_nonfinite(student, context):
     grads = grad_arrays(context.rng("clip error"))
     grads[0][1, 1] = np.nan
@@ -132,17 +133,17 @@ def expect_inputs_unchanged(student, ref, tol, function: str, grads: list, *rest
     sent = [g.copy() for g in grads]
     case = Case("three arrays, clipping active")
     result, after = call(getattr(student, function).echo, grads, *rest, case=case)
+    if not isinstance(after, list) or not isinstance(after[0], (list, tuple)) or len(after[0]) != len(sent):
+        raise GradingFailure(f"{function} changed its input list grads; return a new list instead")
+    for i, (a, b) in enumerate(zip(after[0], sent)):
+        if not (isinstance(a, np.ndarray) and np.array_equal(a, b, equal_nan=True)):
+            raise GradingFailure(f"{function} modified its input grads[{i}]; return new arrays instead")
     want = getattr(ref, function)(sent, *rest)
     if function == "clip_grad_norm":
         if not isinstance(result, (tuple, list)) or len(result) != 2:
             raise GradingFailure(f"clip_grad_norm must return (clipped, total_norm); it returned {describe(result)}")
         result, want = result[0], want[0]
     expect_list(result, want, "clipped", case, tol)
-    if not isinstance(after, list) or not isinstance(after[0], (list, tuple)) or len(after[0]) != len(sent):
-        raise GradingFailure(f"{function}: could not read back its input list")
-    for i, (a, b) in enumerate(zip(after[0], sent)):
-        if not (isinstance(a, np.ndarray) and np.array_equal(a, b, equal_nan=True)):
-            raise GradingFailure(f"{function} modified its input grads[{i}]; return new arrays instead")
 
 
 @graded("clip_grad_norm", "right result, input arrays left unchanged")
