@@ -30,7 +30,7 @@ import numpy as np
 import pytest
 
 from autograder.checks import GradingFailure, Tolerance
-from autograder.sandbox import StudentException
+from autograder.sandbox import StudentException, StudentTimeout
 
 GRADED_MARK = "graded"
 
@@ -51,7 +51,7 @@ class StudentFunction:
         self._student, self.name = student, name
 
     def __call__(self, *args, **kwargs):
-        return self._student.call(self.name, *args, **kwargs)
+        return self._student.call_charged(self.name, self.name, args, kwargs)
 
     @property
     def echo(self) -> "EchoFunction":
@@ -79,7 +79,7 @@ class HelperCall(StudentFunction):
 
     def __call__(self, *args):
         try:
-            return self._student.call(self._helper, self.name, *self._extra, *args)
+            return self._student.call_charged(self.name, self._helper, (self.name, *self._extra, *args), {})
         except StudentException as exc:
             if exc.type_name == "NameError" and exc.message.startswith(ECHO_MISSING):
                 raise GradingFailure(f"{self.name} is not defined in your submission") from None
@@ -98,9 +98,21 @@ class Student:
         self._sandbox, self._deadline = sandbox, deadline
 
     def call(self, name: str, *args, **kwargs):
+        return self.call_charged(name, name, args, kwargs)
+
+    def call_charged(self, function: str, name: str, args: tuple, kwargs: dict):
+        """Calls `name` in the sandbox (the student's function, or a helper that calls it), charging a timeout to
+        `function`: once a call of it has timed out it is not called again, so an infinite loop costs one call
+        limit, not one per test."""
         if time.monotonic() > self._deadline:
             raise GradingFailure("not graded: the time limit for the whole submission was used up before this test")
-        return self._sandbox.call(name, *args, **kwargs)
+        if function in self._sandbox.hung:
+            raise StudentTimeout(f"{function}() was not called again: it timed out earlier")
+        try:
+            return self._sandbox.call(name, *args, **kwargs)
+        except StudentTimeout:
+            self._sandbox.hung.add(function)
+            raise
 
     def __getattr__(self, name: str) -> StudentFunction:
         if name.startswith("_"):

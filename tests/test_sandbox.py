@@ -716,23 +716,28 @@ def test_student_modules_named_like_the_sandbox_files_are_theirs(open_sandbox):
 
 
 def test_a_function_that_hung_costs_one_timeout(open_sandbox):
-    """Once a call has timed out, later calls of that function fail at once (charged to it), so one infinite
-    loop costs one call limit, not one per test; other functions are still called."""
-    sb = open_sandbox("""
+    """Through the graders' proxy, once a call of a function has timed out, later calls of that function fail at
+    once (charged to it), directly or through the echo helper, so one infinite loop costs one call limit, not one
+    per test; other functions, through the same helper, are still called."""
+    from autograder.pytest_plugin import ECHO_SOURCE, Student
+
+    sb = open_sandbox(units=[LoadUnit("nb.ipynb", 0, textwrap.dedent("""
         def spin():
             while True:
                 pass
         def ok():
             return 1
-    """, limits=SandboxLimits(call_timeout=1, memory_mb=1024))
+    """), "cell"), LoadUnit("(autograder)", None, ECHO_SOURCE, "module")],
+        limits=SandboxLimits(call_timeout=1, memory_mb=1024))
+    student = Student(sb)
     with pytest.raises(StudentTimeout, match="timed out after 1 s"):
-        sb.call("spin")
+        student.spin.echo()
     started = time.monotonic()
-    for _ in range(5):
-        with pytest.raises(StudentTimeout, match="not called again: it timed out earlier"):
-            sb.call("spin")
+    for call in (student.spin, student.spin.echo, student.spin):
+        with pytest.raises(StudentTimeout, match="spin\\(\\) was not called again: it timed out earlier"):
+            call()
     assert time.monotonic() - started < 0.5
-    assert sb.call("ok") == 1
+    assert student.ok() == 1 and student.ok.echo() == (1, [])
 
 
 # Well-framed replies that answer the right request (student code can read the request id from the worker's
