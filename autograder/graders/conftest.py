@@ -66,8 +66,8 @@ def student_forward(student, case: Case, purpose: str):
 def follows_the_recurrence(got, x, h0, Wx, Wh, b, tol) -> bool:
     """Whether `got` (what the student's rnn_forward returned as h) are states of the true RNN on the grader's inputs
     and parameters: a finite float array of h's shape with h[:, t] = tanh(x[:, t] @ Wx + h[:, t-1] @ Wh + b) for every
-    t >= 1 (within the tolerance), and h[:, 0] reachable in one such step from some initial state no larger than h0
-    (entrywise, and at most 1 where h0 is smaller). So only the initial state may differ from the grader's (a forward
+    t >= 1 (within the tolerance), and h[:, 0] reachable in one such step from some initial state whose entries are
+    no larger in magnitude than max(1, max |h0|). So only the initial state may differ from the grader's (a forward
     that starts from zeros instead of h0); no state can be picked freely, e.g. saturated so that tanh' and every
     expected gradient vanish."""
     N, T, _ = x.shape
