@@ -11,7 +11,7 @@ solutions/: each student starts from the solutions or the release and applies a 
             with: "rnn_step_backward(dh[:, t], cache[t])"
         drop: [5_long_range_pronoun.ipynb]   # leave notebooks out
         as_python: true            # write each notebook's setup and answer cells as a .py file instead
-        add_cells:                 # appended code cells
+        add_cells:                 # appended code cells (times: N appends N copies; {i} is the copy's number)
           - file: 1_bptt.ipynb
             source: "print('hello')"
         files:                     # extra files written verbatim
@@ -107,8 +107,10 @@ def build_student(name: str, spec: dict, course: Course, assignment_id: str, des
             notebooks[path.name] = nbformat.read(path, as_version=4)
     for edit in spec.get("edits", []):
         _apply_edit(notebooks[edit["file"]], edit, name)
-    for cell in spec.get("add_cells", []):
-        notebooks[cell["file"]].cells.append(nbformat.v4.new_code_cell(substitute(cell["source"])))
+    for cell in spec.get("add_cells", []):  # to a notebook of the base, or a new one
+        nb = notebooks.setdefault(cell["file"], nbformat.v4.new_notebook())
+        for i in range(int(cell.get("times", 1))):  # {i} in the source is the copy's number
+            nb.cells.append(nbformat.v4.new_code_cell(substitute(cell["source"]).replace("{i}", str(i))))
     for figure in spec.get("figures", []):
         add_figures(notebooks[figure["file"]], float(figure["megabytes"]))
     for file_name in spec.get("drop", []):

@@ -175,12 +175,22 @@ def grade_one(student: str, folder: str, options: GradeOptions, alone: bool = Fa
     write_feedback(out_dir / "feedback.html", document, figures)
     # Where the time went: the student's code (loading cells, calls) and everything else (the grading overhead).
     document["extra_data"]["timing"] = {"total": round(time.monotonic() - started, 4),
-                                        "student": round(student_seconds, 4)}
+                                        "student": round(student_seconds, 4),
+                                        "grader_peak_rss_mb": _peak_rss_mb()}  # this worker's, so far
     document["extra_data"]["warm_start"] = warm  # forked from a warm zygote (None: no student code was run)
     document["extra_data"]["timed_out"] = timed_out  # a call, a cell or the whole submission hit its time limit
     document["extra_data"]["graded_alone"] = alone
     write_atomic(out_dir / RESULTS_FILE, json.dumps(document, indent=2, allow_nan=False))
     return document
+
+
+def _peak_rss_mb() -> float:
+    """The highest resident memory of this (trusted) process so far, in MB (VmHWM)."""
+    try:
+        with open("/proc/self/status") as f:
+            return round(next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024, 1)
+    except (OSError, StopIteration, ValueError):
+        return 0.0
 
 
 def _tolerance(options: GradeOptions):
@@ -375,6 +385,10 @@ class _Canaries:
         problems = judge(documents, self.options.assignment)
         if problems:
             self.failed = True
+            for name, document in documents.items():  # graded elsewhere (a Dask worker): keep them here too
+                path = student_dir(self.options.out, name) / RESULTS_FILE
+                if not path.exists():
+                    write_atomic(path, json.dumps(document, indent=2))
             raise CanaryFailed(failure_message(problems, where) + f"\nThe canaries' results and feedback pages: "
                                f"{self.options.out}")
         self.verdict = "passed: " + ", ".join(f"{name} {documents[name]['score']:g}" for name in sorted(documents))

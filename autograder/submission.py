@@ -19,6 +19,8 @@ from pathlib import Path
 from autograder.sandbox import LoadUnit
 
 MAX_CODE_FILE_BYTES = 8 * 2**20   # a .py file, or the code cells of a notebook, larger than this is not loaded
+MAX_CODE_FILES = 50             # notebooks and .py files loaded from one submission (the course has six)
+MAX_UNITS = 2000                # code cells and .py files loaded in all (the course's notebooks have ~150 cells)
 MAX_NOTEBOOK_FILE_BYTES = 100 * 2**20  # a notebook file, outputs included (nbgrader's default max_file_size)
 MAX_COPY_BYTES = 64 * 2**20       # the private copy of a student's folder holds at most this much
 WARNING = "warning: "             # how a note that costs nothing begins in Submission.problems
@@ -232,6 +234,10 @@ def read_submission(submission: Submission, functions=None) -> Submission:
             continue
         if path.is_file():
             code_files.append(path)
+    if len(code_files) > MAX_CODE_FILES:
+        problems.append(f"{len(code_files)} notebooks and .py files: only the first {MAX_CODE_FILES} (by name) are "
+                        f"loaded; not loaded: {', '.join(p.name for p in code_files[MAX_CODE_FILES:])[:300]}")
+        code_files = code_files[:MAX_CODE_FILES]
     for path in code_files:
         text = _read_text(path, problems, MAX_NOTEBOOK_FILE_BYTES if path.suffix == ".ipynb" else MAX_CODE_FILE_BYTES)
         if text is None:
@@ -243,6 +249,12 @@ def read_submission(submission: Submission, functions=None) -> Submission:
             submission.units.append(LoadUnit(file=path.name, index=None, source=text, kind="module"))
     if not submission.files:
         problems.append("no notebook (.ipynb) or Python (.py) file could be loaded from this submission")
+    if len(submission.units) > MAX_UNITS:
+        cut = submission.units[MAX_UNITS]
+        problems.append(f"{len(submission.units)} code cells and files: only the first {MAX_UNITS} are loaded (the "
+                        f"rest, from {cut.file}" + (f" cell {cut.index}" if cut.index is not None else "")
+                        + ", are not)")
+        del submission.units[MAX_UNITS:]
     problems += duplicate_definitions(submission.units, course_functions() if functions is None else functions)
     return submission
 

@@ -13,10 +13,15 @@ A spec entry's `expect` may hold:
     short_numbers: true        no failure message holds a number of more than 4 significant digits (integers of
                                up to 6 digits, such as shapes and seeds, aside)
     csv_student: text          the case's cell in the student column of grades.csv (e.g. an escaped formula)
+    max_seconds: <number>      grading it took at most this long (results.json's execution_time)
+    max_kb: <number>           its results.json and feedback.html are each at most this many KB
     requires: bubblewrap       only checked where bubblewrap is available
+A spec entry may also set `timeout: <seconds>`, the wall-clock limit of the whole submission for that case (graded
+in a batch of its own), so that an attack on the time limits is proved in seconds rather than minutes.
 Side conditions checked for the whole batch: no process left whose command line holds one of the spec's
-`markers`, nothing received on the loopback port that attacks are given as @PORT@, and no cell of grades.csv that a
-spreadsheet would run as a formula.
+`markers`, nothing received on the loopback port that attacks are given as @PORT@, no cell of grades.csv that a
+spreadsheet would run as a formula, and no grading worker (trusted: it holds the reference) whose resident memory
+ever went over GRADER_RSS_LIMIT_MB, whatever the students sent it.
 """
 
 from __future__ import annotations
@@ -67,6 +72,7 @@ def describe_expectation(expect: dict) -> str:
 
 
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+GRADER_RSS_LIMIT_MB = 2500  # a grading worker holds torch, the reference and one student's replies at a time
 
 
 def check_expectation(expect: dict, document: dict, assignment: Assignment, grader_errors: str = "",
@@ -99,6 +105,8 @@ def check_expectation(expect: dict, document: dict, assignment: Assignment, grad
         if abs(scores.get(function, 0.0) - assignment.points[function]) > 1e-6:
             messages = [t["output"] for t in document["tests"] if t["tags"][0] == function and t["status"] != "passed"]
             problems.append(f"{function} lost points: {'; '.join(messages)[:300]}")
+    if "max_seconds" in expect and document["execution_time"] > float(expect["max_seconds"]):
+        problems.append(f"grading took {document['execution_time']:g} s, over {expect['max_seconds']} s")
     failed_messages = " ".join(t["output"] for t in document["tests"] if t["status"] != "passed")
     for word in expect.get("names", []):
         if word not in failed_messages:
@@ -193,10 +201,9 @@ def validate(course: Course, assignment_id: str, out: Path, corpus_dir: Path = C
     listener = Listener()
     cases: dict[str, tuple[str, dict]] = {name: ("builtin", spec) for name, spec in BUILTIN_CASES.items()}
     markers: list[str] = []
+    folders: dict[str, Path] = {}  # case -> where its results are
     try:
         with tempfile.TemporaryDirectory(prefix="vg-validate-") as scratch:
-            submissions = Path(scratch) / "submissions"
-            submissions.mkdir()
             for corpus in corpora:
                 spec = load_spec(corpus_dir / f"{corpus}.yml")
                 markers += [str(m) for m in spec.get("markers", [])]
@@ -204,21 +211,30 @@ def validate(course: Course, assignment_id: str, out: Path, corpus_dir: Path = C
                     if name in cases:
                         raise ValueError(f"case {name!r} appears twice")
                     cases[name] = (corpus, student or {})
+            batches: dict[float | None, list[str]] = {}  # a case's own time limit -> its cases
             for name, (_, student) in cases.items():
-                build_student(name, student, course, assignment_id, submissions,
-                              substitutions={"@PORT@": str(listener.port), "@REPO@": str(REPO_ROOT)})
-            options = GradeOptions(assignment, out, timeout or assignment.limits.timeout_seconds, isolation,
-                                   course=course)
-            grade_batch(submissions, options, jobs=jobs, canary=False)  # it grades the reference itself
+                batches.setdefault(student.get("timeout"), []).append(name)
+            for limit, names in batches.items():
+                submissions = Path(scratch) / f"submissions-{limit}"
+                batch_out = out if limit is None else out / f"time-limit-{limit:g}s"
+                for name in names:
+                    build_student(name, cases[name][1], course, assignment_id, submissions,
+                                  substitutions={"@PORT@": str(listener.port), "@REPO@": str(REPO_ROOT)})
+                    folders[name] = student_dir(batch_out, name)
+                options = GradeOptions(assignment, batch_out, float(limit or timeout or assignment.limits.timeout_seconds),
+                                       isolation, course=course)
+                grade_batch(submissions, options, jobs=jobs, canary=False)  # it grades the reference itself
     finally:
         listener.close()
 
     verdicts = []
     cells = grades_csv_cells(out)
+    grader_rss = 0.0
     for name, (corpus, student) in cases.items():
         expect = student.get("expect", {})
-        document = json.loads((student_dir(out, name) / "results.json").read_text())
-        errors_file = student_dir(out, name) / "grader_errors.txt"
+        document = json.loads((folders[name] / "results.json").read_text())
+        grader_rss = max(grader_rss, document["extra_data"].get("timing", {}).get("grader_peak_rss_mb", 0.0))
+        errors_file = folders[name] / "grader_errors.txt"
         verdict = Verdict(name, corpus, describe_expectation(expect), f"{document['score']:g}")
         if expect.get("requires") == "bubblewrap" and isolation != "bubblewrap":
             verdict.skipped = "needs bubblewrap"
@@ -226,6 +242,10 @@ def validate(course: Course, assignment_id: str, out: Path, corpus_dir: Path = C
             verdict.problems = check_expectation(expect, document, assignment,
                                                  errors_file.read_text() if errors_file.exists() else "",
                                                  csv_cell_of(name, cells))
+            for page in ("results.json", "feedback.html"):
+                size_kb = (folders[name] / page).stat().st_size / 1024
+                if "max_kb" in expect and size_kb > float(expect["max_kb"]):
+                    verdict.problems.append(f"{page} is {size_kb:.0f} KB, over {expect['max_kb']} KB")
         verdicts.append(verdict)
     survivors = leftover_processes(markers) if markers else []
     network = [r.decode(errors="replace") for r in listener.received] if isolation == "bubblewrap" else []
@@ -236,7 +256,9 @@ def validate(course: Course, assignment_id: str, out: Path, corpus_dir: Path = C
         "survivors": survivors,
         "network_received": network,
         "csv_formulas": formulas,
-        "ok": all(v.ok for v in verdicts) and not survivors and not network and not formulas,
+        "grader_peak_rss_mb": round(grader_rss, 1),
+        "ok": all(v.ok for v in verdicts) and not survivors and not network and not formulas
+        and grader_rss <= GRADER_RSS_LIMIT_MB,
     }
     (out / "validation.json").write_text(json.dumps(report, indent=2))
     return report
@@ -256,6 +278,9 @@ def format_table(report: dict) -> str:
         lines.append(f"MISS a process outlived grading: {survivor}")
     if report["network_received"]:
         lines.append(f"MISS the loopback listener received data: {report['network_received']}")
+    if report.get("grader_peak_rss_mb", 0) > GRADER_RSS_LIMIT_MB:
+        lines.append(f"MISS a grading worker's resident memory reached {report['grader_peak_rss_mb']:g} MB "
+                     f"(limit {GRADER_RSS_LIMIT_MB} MB)")
     for cell in report.get("csv_formulas", []):
         lines.append(f"MISS grades.csv has a cell a spreadsheet would run as a formula: {cell!r}")
     return "\n".join(lines)

@@ -3,6 +3,7 @@ them their known scores stops with exit 1 and says why, instead of grading anyon
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -69,15 +70,18 @@ def test_grade_stops_before_grading_when_the_reference_fails_here(tmp_path, exec
     build_student("ada", {"from": "solutions"}, course, "vanishing_gradients", submissions)
     build_student("ben", {"from": "release"}, course, "vanishing_gradients", submissions)
     out = tmp_path / "out"
+    (tmp_path / "tmp").mkdir()
     run = subprocess.run([sys.executable, "-m", "autograder", "grade", str(submissions), "--out", str(out),
                           "--jobs", "2", "--course", str(small_memory_course(tmp_path)), *executor],
-                         capture_output=True, text=True, timeout=600)
+                         capture_output=True, text=True, timeout=600, env=dict(os.environ, TMPDIR=str(tmp_path / "tmp")))
     assert run.returncode == 1, run.stdout + run.stderr
     assert "The canary failed" in run.stderr
     assert "reference solution scored" in run.stderr
     assert "import torch" in run.stderr or "torch" in run.stderr  # the first error it met names what failed
     assert not list(out.glob("*/results.json")), "nobody may be graded in an environment that fails the canary"
     assert not (out / "grades.csv").exists()
+    kept = Path(run.stderr.split("The canaries' results and feedback pages: ")[1].split()[0])
+    assert (kept / "canary-reference" / "results.json").is_file()  # kept for the instructor to look at
 
 
 def test_canary_failed_is_an_exception_with_the_message():

@@ -242,3 +242,29 @@ def test_student_folders_named_like_class_files_do_not_collide(tmp_path):
     assert json.loads((tmp_path / "out" / "summary.json").read_text())["students"] == 2
     assert results(tmp_path / "out", "student-summary.json")["extra_data"]["student"] == "summary.json"
     assert 'href="student-grades.csv/feedback.html"' in (tmp_path / "out" / "summary.html").read_text()
+
+
+@pytest.mark.parametrize("isolation", ["default", "process"])
+def test_nothing_is_left_on_the_host_after_a_run(tmp_path, isolation):
+    """A student writes 96 MB of files and a chain of 1,300 nested folders into its work folder and /tmp: after the
+    run nothing of it (and nothing of the grader's own scratch) is left in the temporary folder. Under bubblewrap
+    the student writes to tmpfs of its own; without it, to the host, and the cleanup must cope with the chain."""
+    from autograder.examples import build_student
+
+    spill = tmp_path / "tmp"
+    spill.mkdir()
+    submissions = tmp_path / "submissions"
+    build_student("filler", {"from": "solutions", "add_cells": [{"file": "6_exploding_vs_vanishing.ipynb", "source":
+                  "import os, tempfile\nfor folder in ('.', tempfile.gettempdir()):\n"
+                  "    for i in range(6):\n        with open(os.path.join(folder, f'fill{i}'), 'wb') as f:\n"
+                  "            f.write(bytes(8 * 2**20))\n    here = folder\n    for _ in range(1300):\n"
+                  "        here = os.path.join(here, 'd')\n        os.mkdir(here)\n"}]},
+                  COURSE, "vanishing_gradients", submissions)
+    env = dict(os.environ, TMPDIR=str(spill))
+    if isolation == "process":
+        env["AUTOGRADER_ISOLATION"] = "process"
+    run = subprocess.run([sys.executable, "-m", "autograder", "grade", str(submissions), "--out", str(tmp_path / "out"),
+                          "--jobs", "2"], capture_output=True, text=True, timeout=900, env=env)
+    assert run.returncode == 0, run.stderr
+    assert results(tmp_path / "out", "filler")["score"] == 60
+    assert sorted(p.name for p in spill.iterdir()) == []
