@@ -207,16 +207,20 @@ def bundle_gradescope(assignment: str, out: Path | None, course_file: Path):
               show_default=True, help="Where the graded cases and validation.json go.")
 @click.option("--jobs", "-j", default=2, show_default=True, type=click.IntRange(min=1))
 @click.option("--corpus", "corpora", multiple=True, type=click.Choice(["mutants", "variants", "attacks"]),
-              help="Only these corpora of tests/submissions/ (default: all).")
+              help="Only these corpora (default: all).")
+@click.option("--corpus-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="Where the corpora (mutants.yml, variants.yml, attacks.yml) are [default: tests/submissions].")
 @click.option("--assignment", default="vanishing_gradients", show_default=True, help="Assignment id in course.yml.")
 @course_option
-def validate(out: Path, jobs: int, corpora: tuple[str, ...], assignment: str, course_file: Path):
+def validate(out: Path, jobs: int, corpora: tuple[str, ...], corpus_dir: Path | None, assignment: str,
+             course_file: Path):
     """Prove the graders: the reference gets full marks, the release 0, every mutant, variant and attack in
     tests/submissions/ what its spec declares. Prints a table; exits 1 on any miss."""
     from autograder import validate as validating
 
     course = _load(course_file)
-    report = validating.validate(course, assignment, out, corpora=corpora or validating.CORPORA, jobs=jobs)
+    report = validating.validate(course, assignment, out, corpus_dir=corpus_dir or validating.CORPUS_DIR,
+                                 corpora=corpora or validating.CORPORA, jobs=jobs)
     click.echo(validating.format_table(report))
     misses = sum(1 for case in report["cases"] if not case["ok"])
     click.echo(f"{len(report['cases'])} cases, {misses} missed, isolation {report['isolation']}; "

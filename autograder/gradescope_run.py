@@ -117,7 +117,7 @@ def failure_document(error: str, seconds: float, assignment=None) -> dict:
     max_score = None
     if assignment is not None:
         try:
-            from autograder.grade import empty_tests
+            from autograder.results import empty_tests
 
             tests = empty_tests(assignment, "not graded: internal autograder error")
             max_score = assignment.max_score
@@ -141,7 +141,8 @@ def _print_file(title: str, path: Path, limit: int = 64 * 1024) -> None:
 def grade_submission(root: Path, assignment_id: str | None) -> dict:
     """Grade <root>/submission and write <root>/results/results.json; returns the results document."""
     from autograder.course import load_course
-    from autograder.grade import RESULTS_FILE, GradeOptions, grade_one
+    from autograder.grade import GradeOptions, grade_one
+    from autograder.results import RESULTS_FILE
     from autograder.reference import solution_notebooks
     from autograder.sandbox import isolation_level
 

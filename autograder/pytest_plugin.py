@@ -30,7 +30,7 @@ import numpy as np
 import pytest
 
 from autograder.checks import GradingFailure, Tolerance
-from autograder.sandbox import StudentException, StudentTimeout
+from autograder.sandbox import LoadUnit, StudentException, StudentTimeout
 
 GRADED_MARK = "graded"
 
@@ -201,6 +201,9 @@ def {STAND_IN_FUNCTION}(name, tables, *args):
             namespace.pop(key, None)
         namespace.update(saved)
 """
+
+# What grade_one loads into each student's sandbox after the student's own files.
+HELPER_UNITS = (LoadUnit(file="(autograder)", index=None, source=ECHO_SOURCE, kind="helper"),)
 
 
 @dataclass

@@ -38,7 +38,7 @@ from pathlib import Path
 
 from autograder import REPO_ROOT
 from autograder.course import Assignment, Course
-from autograder.grade import function_scores, student_dir
+from autograder.results import function_scores, student_dir
 
 CORPUS_DIR = REPO_ROOT / "tests" / "submissions"
 CORPORA = ("mutants", "variants", "attacks")
@@ -248,13 +248,18 @@ def validate(course: Course, assignment_id: str, out: Path, corpus_dir: Path = C
                     verdict.problems.append(f"{page} is {size_kb:.0f} KB, over {expect['max_kb']} KB")
         verdicts.append(verdict)
     survivors = leftover_processes(markers) if markers else []
+    # At the process level nothing stops a student from reaching the network: the check cannot pass there, so it
+    # is reported as not run rather than silently passed.
     network = [r.decode(errors="replace") for r in listener.received] if isolation == "bubblewrap" else []
+    network_check = ("run" if isolation == "bubblewrap" else
+                     "not run: at the process level (no bubblewrap) student code can reach the network")
     formulas = [cell for cell in cells if cell.startswith(FORMULA_START)]
     report = {
         "isolation": isolation,
         "cases": [vars(v) | {"ok": v.ok} for v in verdicts],
         "survivors": survivors,
         "network_received": network,
+        "network_check": network_check,
         "csv_formulas": formulas,
         "grader_peak_rss_mb": round(grader_rss, 1),
         "ok": all(v.ok for v in verdicts) and not survivors and not network and not formulas
@@ -276,6 +281,8 @@ def format_table(report: dict) -> str:
             lines.append(f"MISS {case['case']}: {problem}")
     for survivor in report["survivors"]:
         lines.append(f"MISS a process outlived grading: {survivor}")
+    if report.get("network_check", "run") != "run":
+        lines.append(f"note: the network check was {report['network_check']}")
     if report["network_received"]:
         lines.append(f"MISS the loopback listener received data: {report['network_received']}")
     if report.get("grader_peak_rss_mb", 0) > GRADER_RSS_LIMIT_MB:

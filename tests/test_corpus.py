@@ -54,9 +54,20 @@ def test_case_verdict(validation, case):
 
 def test_validate_exit_status_and_table(validation):
     _, _, result, report = validation
-    assert result.returncode == (0 if report["ok"] else 1), result.stderr[-3000:]
+    assert report["ok"] and result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "case" in result.stdout and "verdict" in result.stdout
     assert f"{len(CASES)} cases" in result.stdout
+
+
+def test_validate_fails_and_names_the_miss(tmp_path):
+    """A corpus whose expectation is wrong: validate exits 1 and names the case and what was wrong."""
+    (tmp_path / "mutants.yml").write_text("students:\n  wrongly_expected:\n    from: solutions\n"
+                                          "    as_python: true\n    expect: {score: 0}\n")
+    run = subprocess.run([sys.executable, "-m", "autograder", "validate", "--corpus", "mutants", "--corpus-dir",
+                          str(tmp_path), "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 1, run.stdout[-2000:] + run.stderr[-2000:]
+    assert "MISS wrongly_expected: expected 0, got 60" in run.stdout
+    assert "3 cases, 1 missed" in run.stdout
 
 
 def test_no_process_survives(validation):

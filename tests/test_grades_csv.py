@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 
-from autograder.grade import ClassTally, write_grades_csv
+from autograder.report import ClassTally, write_grades_csv
 
 IDS = ["=HYPERLINK(\"http://x\",\"y\")", "+1+1", "-2-2", "@SUM(A1)", "\tTAB", "\rCR", "alice", "bob=1", "o'neil",
        "a,b \"quoted\""]

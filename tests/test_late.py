@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from autograder.course import load_course
-from autograder.grade import late_penalty
+from autograder.results import late_penalty
 from autograder.submission import Submission
 
 ASSIGNMENT = load_course().assignment("vanishing_gradients")

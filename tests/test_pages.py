@@ -10,7 +10,7 @@ import subprocess
 import pytest
 
 from autograder.feedback import render_feedback, write_class_summary
-from autograder.grade import ClassTally
+from autograder.report import ClassTally
 from autograder.plots import feedback_plots
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

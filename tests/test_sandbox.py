@@ -719,7 +719,7 @@ def test_a_function_that_hung_costs_one_timeout(open_sandbox):
     """Through the graders' proxy, once a call of a function has timed out, later calls of that function fail at
     once (charged to it), directly or through the echo helper, so one infinite loop costs one call limit, not one
     per test; other functions, through the same helper, are still called."""
-    from autograder.pytest_plugin import ECHO_SOURCE, Student
+    from autograder.pytest_plugin import HELPER_UNITS, Student
 
     sb = open_sandbox(units=[LoadUnit("nb.ipynb", 0, textwrap.dedent("""
         def spin():
@@ -727,7 +727,7 @@ def test_a_function_that_hung_costs_one_timeout(open_sandbox):
                 pass
         def ok():
             return 1
-    """), "cell"), LoadUnit("(autograder)", None, ECHO_SOURCE, "module")],
+    """), "cell"), *HELPER_UNITS],
         limits=SandboxLimits(call_timeout=1, memory_mb=1024))
     student = Student(sb)
     with pytest.raises(StudentTimeout, match="timed out after 1 s"):

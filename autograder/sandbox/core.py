@@ -107,8 +107,8 @@ class Sandbox:
 
     @property
     def load_report(self) -> list[dict]:
-        """One entry per unit that failed to load (raised, timed out, crashed), in unit order."""
-        return [dict(self._reports[i]) for i in sorted(self._reports)]
+        """One entry per unit of the student's that failed to load (raised, timed out, crashed), in unit order."""
+        return [dict(self._reports[i]) for i in sorted(self._reports) if self._reports[i]["kind"] != "helper"]
 
     def output(self) -> str:
         """Student stdout+stderr so far (all processes of this sandbox), capped at output_bytes."""
@@ -375,6 +375,8 @@ class Sandbox:
     def _unit_filename(self, unit: LoadUnit) -> str:
         if unit.kind == "module":
             return os.path.join(self._workdir_inside, unit.file)
+        if unit.kind == "helper":
+            return unit.file
         return f"{unit.file} (cell {unit.index})"
 
     def _report(self, i: int, unit: LoadUnit, error: str, tb: str) -> None:

@@ -24,4 +24,5 @@ class LoadUnit:
     file: str  # file name relative to the work folder, e.g. "1_bptt.ipynb"
     index: int | None  # notebook code-cell number, None for a whole .py module
     source: str
-    kind: str  # "cell" or "module"
+    kind: str  # "cell", "module", or "helper": the grader's own code, loaded after the student's and never
+    # reported as the student's (load_report leaves it out)

@@ -1,0 +1,229 @@
+"""Where submissions are graded: worker processes on this machine (`_grade_locally`), or a Dask distributed cluster
+(`_grade_on_dask`); both run the canaries first, and grade again on its own a submission that hit a time limit
+while others were graded. Each worker grades with `grade.grade_one`."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import json
+import multiprocessing
+import os
+import shutil
+import sys
+import tempfile
+import traceback
+from pathlib import Path
+
+from autograder.files import write_atomic
+from autograder.grade import GradeOptions, _Canaries, _grade_in_worker
+from autograder.results import RESULTS_FILE, crash_document, student_dir
+
+def _grade_locally(pending: list, options: GradeOptions, jobs: int, finished, canaries: "_Canaries | None") -> None:
+    """Worker processes on this machine, spawned fresh (no state inherited from this process); each grades
+    students one after another, with its own grader session and warm sandbox. The canaries go first, to the
+    same workers."""
+    context = multiprocessing.get_context("spawn")
+    remaining = {sub.student: sub for sub in pending}
+    attempts = {sub.student: 0 for sub in pending}
+    alone: set[str] = set()  # hit a time limit while others were graded too: graded again, on their own, at the end
+    while remaining:
+        with concurrent.futures.ProcessPoolExecutor(max_workers=max(1, jobs), mp_context=context) as pool:
+            if canaries is not None:
+                runs = {name: pool.submit(_grade_in_worker, name, str(folder), canaries.options)
+                        for name, folder in canaries.folders.items()}
+                canaries.check({name: run.result() for name, run in runs.items()})
+                canaries = None  # once per batch: every local worker runs in the same environment
+            futures = {pool.submit(_grade_in_worker, s.student, str(s.folder), options): s.student
+                       for s in remaining.values() if s.student not in alone}
+            try:
+                for future in concurrent.futures.as_completed(futures):
+                    student = futures.pop(future)  # a done future holds its whole document: let it go
+                    document = _result(future, student, options)
+                    if jobs > 1 and document["extra_data"].get("timed_out"):
+                        alone.add(student)  # maybe a classmate's load, not its own code: no timeout charged yet
+                        continue
+                    remaining.pop(student, None)
+                    finished(student, document)
+                for student in sorted(alone & set(remaining)):  # one at a time: nothing else is graded meanwhile
+                    run = pool.submit(_grade_in_worker, student, str(remaining[student].folder), options, True)
+                    document = _result(run, student, options)
+                    remaining.pop(student)
+                    finished(student, document)
+            except concurrent.futures.process.BrokenProcessPool:
+                # A worker died (it should not: student code runs in its own sandbox). Retry who is left in a
+                # fresh pool; after two failed attempts a student gets an error result rather than stopping the batch.
+                for student in list(remaining):
+                    attempts[student] += 1
+                    if attempts[student] >= 2:
+                        finished(student, crash_document(student, options, "the grading worker died twice"))
+                        remaining.pop(student)
+
+
+def _result(future, student: str, options: GradeOptions) -> dict:
+    """A grading future's document; a crash of ours becomes an error result (a dead worker is the caller's)."""
+    try:
+        return future.result()
+    except concurrent.futures.process.BrokenProcessPool:
+        raise
+    except Exception:
+        return crash_document(student, options, traceback.format_exc())
+
+
+def pack_folder(folder: Path) -> list[tuple[str, str, bytes]]:
+    """A student's folder as data, to send to another machine: (relative path, "dir"/"file"/"link", content);
+    symbolic links stay links (never followed), so a remote grader sees what a local one sees."""
+    entries = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        base = Path(dirpath)
+        for name in sorted(dirnames + filenames):
+            path = base / name
+            rel = str(path.relative_to(folder))
+            if path.is_symlink():
+                entries.append((rel, "link", os.readlink(path).encode()))
+            elif path.is_dir():
+                entries.append((rel, "dir", b""))
+            elif path.is_file():
+                entries.append((rel, "file", path.read_bytes()))
+    return entries
+
+
+def _within(rel: str) -> bool:
+    """Whether a relative path from elsewhere stays inside the folder it is joined to."""
+    return not Path(rel).is_absolute() and ".." not in Path(rel).parts
+
+
+def unpack_folder(entries: list[tuple[str, str, bytes]], dest: Path) -> None:
+    dest.mkdir(parents=True, exist_ok=True)
+    for rel, kind, data in entries:
+        path = dest / rel
+        if not _within(rel):
+            raise ValueError(f"refusing to unpack {rel!r} outside the folder")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if kind == "dir":
+            path.mkdir(exist_ok=True)
+        elif kind == "link":
+            os.symlink(data.decode(), path)
+        else:
+            path.write_bytes(data)
+
+
+def grade_remote(student: str, entries: list, inner: str, options: GradeOptions,
+                 alone: bool = False) -> dict[str, bytes]:
+    """Runs on a Dask worker: grades a student sent as data and returns their output files as data (the worker
+    needs the kit installed, not a file system shared with the instructor's machine)."""
+    with tempfile.TemporaryDirectory(prefix="vg-remote-") as scratch:
+        entry = Path(scratch) / "submissions" / student
+        unpack_folder(entries, entry)
+        out = Path(scratch) / "out"
+        from autograder.sandbox import isolation_level
+
+        here = dataclasses.replace(options, out=out, isolation=isolation_level())  # this worker's, not the client's
+        _grade_in_worker(student, str(entry / inner), here, alone)
+        folder = student_dir(out, student)
+        return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _write_remote_results(out_dir: Path, files: dict[str, bytes]) -> dict:
+    for name in sorted(files, key=lambda n: n == RESULTS_FILE):  # results.json last, as locally
+        if _within(name):
+            write_atomic(out_dir / name, files[name])
+    return json.loads(files[RESULTS_FILE])
+
+
+def canaries_remote(options: GradeOptions) -> dict[str, dict]:
+    """Runs on a Dask worker: grades the canaries built from the worker's own checkout, in that worker (its own
+    environment, sandbox and limits); returns their results documents."""
+    from autograder.sandbox import isolation_level
+
+    canaries = _Canaries(dataclasses.replace(options, isolation=isolation_level()))
+    try:
+        return {name: _grade_in_worker(name, str(folder), canaries.options)
+                for name, folder in canaries.folders.items()}
+    finally:
+        shutil.rmtree(canaries.scratch, ignore_errors=True)
+
+
+def _grade_on_dask(root: Path, pending: list, options: GradeOptions, scheduler: str, jobs: int, finished,
+                   canaries: "_Canaries | None") -> None:
+    """Submissions spread over a Dask distributed cluster (`scheduler`: its address, or "local" for a LocalCluster
+    of `jobs` processes here). Each worker process keeps its own grader session and warm sandbox, as a local
+    worker does; at most a few submissions per worker are in flight, so memory stays flat for large classes.
+    Every worker first grades the canaries in its own environment; a worker that fails them takes no
+    submissions, and if every worker fails, CanaryFailed says why."""
+    from distributed import Client, LocalCluster, as_completed
+
+    cluster = LocalCluster(n_workers=max(1, jobs), threads_per_worker=1, processes=True,
+                           dashboard_address=None) if scheduler == "local" else None
+    try:
+        with Client(cluster if cluster is not None else scheduler) as client:
+            addresses = sorted(client.scheduler_info().get("workers", {}))
+            good = _dask_workers_passing_canaries(client, addresses, options, canaries) if canaries else addresses
+            waiting = iter(pending)
+            running = as_completed()
+            students = {}
+            by_name = {sub.student: sub for sub in pending}
+            alone = []  # hit a time limit while others were graded too: graded again, on their own, at the end
+
+            def submit(sub, regrade: bool = False):
+                entry = root / sub.student  # the whole student folder: nbgrader's timestamp.txt sits above
+                return client.submit(grade_remote, sub.student, pack_folder(entry), str(sub.folder.relative_to(entry)),
+                                     options, regrade, pure=False, key=f"grade-{sub.student}-{os.urandom(4).hex()}",
+                                     workers=good or None, allow_other_workers=False)
+
+            def submit_next():
+                sub = next(waiting, None)
+                if sub is not None:
+                    future = submit(sub)
+                    students[future.key] = sub.student
+                    running.add(future)
+
+            def collect(future, student: str) -> dict:
+                try:
+                    return _write_remote_results(student_dir(options.out, student), future.result())
+                except Exception:  # a worker lost twice (KilledWorker), a broken result: an error result, go on
+                    return crash_document(student, options, traceback.format_exc())
+                finally:
+                    future.release()
+
+            for _ in range(4 * max(1, len(good))):
+                submit_next()
+            for future in running:
+                student = students.pop(future.key)
+                document = collect(future, student)
+                if (len(good) > 1 or jobs > 1) and document["extra_data"].get("timed_out"):
+                    alone.append(student)
+                else:
+                    finished(student, document)
+                submit_next()
+            for student in alone:  # one at a time: nothing else is graded meanwhile
+                finished(student, collect(submit(by_name[student], regrade=True), student))
+    finally:
+        if cluster is not None:
+            cluster.close()
+
+
+def _dask_workers_passing_canaries(client, addresses: list[str], options: GradeOptions,
+                                   canaries: "_Canaries") -> list[str]:
+    """The workers whose canaries got their known scores; raises CanaryFailed when there is none."""
+    from autograder.canary import CanaryFailed
+
+    runs = {address: client.submit(canaries_remote, options, pure=False, workers=[address],
+                                   allow_other_workers=False, key=f"canary-{os.urandom(4).hex()}")
+            for address in addresses}
+    good, failures = [], []
+    for address, run in runs.items():
+        try:
+            canaries.check(run.result(), where=f"worker {address}")
+            good.append(address)
+        except CanaryFailed as exc:
+            failures.append(str(exc))
+            print(f"warning: Dask worker {address} failed the canary and takes no submissions:\n{exc}",
+                  file=sys.stderr)
+        except Exception as exc:  # the worker could not even run it (lost, no kit): it takes no submissions
+            failures.append(f"worker {address}: {type(exc).__name__}: {exc}")
+    if not good:
+        canaries.failed = True
+        raise CanaryFailed("\n".join(failures) if failures else "the Dask cluster has no workers")
+    canaries.failed = False
+    return good
