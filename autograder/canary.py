@@ -33,7 +33,7 @@ class CanaryFailed(Exception):
 
 def build_canaries(course: Course, assignment_id: str, dest: Path, root: Path = REPO_ROOT) -> dict[str, Path]:
     """Writes the canary submissions (the solution notebooks as they are, the release as it is) into dest."""
-    from autograder.examples import build_student
+    from autograder.build_class import build_student
 
     return {name: build_student(name, {"from": source}, course, assignment_id, dest, root=root)
             for name, (source, _) in CANARIES.items()}

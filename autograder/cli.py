@@ -61,7 +61,7 @@ def release(assignment: str, check: bool, course_file: Path):
 @course_option
 def build_class_command(spec: Path, dest: Path, assignment: str, course_file: Path):
     """Write the submissions described by SPEC (e.g. examples/class.yml) into DEST, one folder per student."""
-    from autograder.examples import SpecError, build_class
+    from autograder.build_class import SpecError, build_class
 
     course = _load(course_file)
     try:

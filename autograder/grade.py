@@ -123,7 +123,7 @@ def _peak_rss_mb() -> float:
 
 
 def _tolerance(options: GradeOptions):
-    from autograder.checks import Tolerance
+    from autograder.vocabulary import Tolerance
 
     return Tolerance(options.assignment.tolerances.rtol, options.assignment.tolerances.atol)
 

@@ -53,7 +53,7 @@ def record_grades(gradebook_url: str, course: Course, assignment_id: str, docume
     scores = {str(student): function_scores(str(student), document, assignment)
               for student, document in documents.items()}
 
-    _alembic_on_path()
+    alembic_on_path()
     from nbgrader.api import Gradebook, MissingEntry  # slow import (~4 s): only when writing a gradebook
 
     with Gradebook(gradebook_url, course_id=course.course_id) as gb:
@@ -258,7 +258,7 @@ def _generate_assignment(gradebook_url: str, course: Course, assignment_id: str,
                 f"{result.get('log', '')}\n{result.get('error', '')}")
 
 
-def _alembic_on_path() -> None:
+def alembic_on_path() -> None:
     """nbgrader's gradebook runs the `alembic` command, which sits beside this interpreter in its virtualenv."""
     scripts = str(Path(sys.executable).parent)
     if scripts not in os.environ.get("PATH", "").split(os.pathsep):

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pytest
 
-from autograder.checks import GradingFailure, Tolerance
+from autograder.vocabulary import GradingFailure, Tolerance
 from autograder.sandbox import LoadUnit, StudentException, StudentTimeout
 
 GRADED_MARK = "graded"

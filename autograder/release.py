@@ -8,9 +8,7 @@ release byte for byte.
 from __future__ import annotations
 
 import filecmp
-import os
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 
@@ -27,10 +25,9 @@ def build_release(course: Course, assignment_id: str, dest: Path, root: Path = R
     from nbgrader.apps import NbGraderAPI  # slow import (~4 s): only when releasing
     from traitlets.config import Config
 
-    # nbgrader's gradebook runs the `alembic` command, which sits beside this interpreter in its virtualenv.
-    scripts = str(Path(sys.executable).parent)
-    if scripts not in os.environ.get("PATH", "").split(os.pathsep):
-        os.environ["PATH"] = scripts + os.pathsep + os.environ.get("PATH", "")
+    from autograder.gradebook import alembic_on_path
+
+    alembic_on_path()
 
     source = root / course.solutions_dir / assignment_id
     if not source.is_dir():

@@ -192,7 +192,7 @@ def leftover_processes(markers: list[str]) -> list[str]:
 def validate(course: Course, assignment_id: str, out: Path, corpus_dir: Path = CORPUS_DIR,
              corpora: tuple[str, ...] = CORPORA, jobs: int = 2, timeout: float | None = None) -> dict:
     """Build and grade every case, then judge it; returns a report (also written to OUT/validation.json)."""
-    from autograder.examples import build_student, load_spec
+    from autograder.build_class import build_student, load_spec
     from autograder.grade import GradeOptions, grade_batch
     from autograder.sandbox import isolation_level
 

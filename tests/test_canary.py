@@ -63,7 +63,7 @@ def small_memory_course(tmp_path: Path) -> Path:
 @pytest.mark.slow
 @pytest.mark.parametrize("executor", [[], ["--executor", "dask", "--scheduler", "local"]], ids=["local", "dask"])
 def test_grade_stops_before_grading_when_the_reference_fails_here(tmp_path, executor):
-    from autograder.examples import build_student
+    from autograder.build_class import build_student
 
     course = load_course()
     submissions = tmp_path / "submissions"

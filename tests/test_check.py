@@ -9,7 +9,7 @@ import pytest
 
 from autograder import REPO_ROOT
 from autograder.course import load_course
-from autograder.examples import build_student, load_spec
+from autograder.build_class import build_student, load_spec
 
 pytestmark = pytest.mark.slow
 

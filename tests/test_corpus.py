@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from autograder import REPO_ROOT
-from autograder.examples import load_spec
+from autograder.build_class import load_spec
 from autograder.validate import BUILTIN_CASES, CORPORA, CORPUS_DIR
 
 pytestmark = pytest.mark.slow

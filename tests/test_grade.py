@@ -13,7 +13,7 @@ import pytest
 
 from autograder import REPO_ROOT
 from autograder.course import load_course
-from autograder.examples import build_class, expectations
+from autograder.build_class import build_class, expectations
 from autograder.validate import check_expectation
 
 COURSE = load_course()
@@ -184,7 +184,7 @@ def test_a_submission_that_hit_a_time_limit_is_graded_again_on_its_own(tmp_path,
     """With --jobs 2 a time limit may be a classmate's load, not the student's code: such a submission is graded
     again at the end with nothing else running, and that result counts (it says so). A real infinite loop still
     costs its function's points, once."""
-    from autograder.examples import build_student
+    from autograder.build_class import build_student
 
     submissions = tmp_path / "submissions"
     build_student("ada", {"from": "solutions"}, COURSE, "vanishing_gradients", submissions)
@@ -208,7 +208,7 @@ def test_output_amplification_is_capped(tmp_path):
     points."""
     import nbformat
 
-    from autograder.examples import build_student
+    from autograder.build_class import build_student
 
     submissions = tmp_path / "submissions"
     folder = build_student("amp", {"from": "solutions"}, COURSE, "vanishing_gradients", submissions)
@@ -229,7 +229,7 @@ def test_output_amplification_is_capped(tmp_path):
 def test_student_folders_named_like_class_files_do_not_collide(tmp_path):
     """Student folders called grades.csv and summary.json are graded; their files go to OUT/student-<id>/, and
     the class-wide files are still written, with their real ids."""
-    from autograder.examples import build_student
+    from autograder.build_class import build_student
 
     submissions = tmp_path / "submissions"
     for student in ("grades.csv", "summary.json"):
@@ -249,7 +249,7 @@ def test_nothing_is_left_on_the_host_after_a_run(tmp_path, isolation):
     """A student writes 96 MB of files and a chain of 1,300 nested folders into its work folder and /tmp: after the
     run nothing of it (and nothing of the grader's own scratch) is left in the temporary folder. Under bubblewrap
     the student writes to tmpfs of its own; without it, to the host, and the cleanup must cope with the chain."""
-    from autograder.examples import build_student
+    from autograder.build_class import build_student
 
     spill = tmp_path / "tmp"
     spill.mkdir()

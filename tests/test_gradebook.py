@@ -378,7 +378,7 @@ def test_formgrader_http_api_grades_a_written_answer(course_dir, tmp_path):
 def test_release_to_export_round_trip(tmp_path):
     """release -> simulated students (the example class's reference, a mistake, the untouched release) ->
     `autograder grade --gradebook` -> `nbgrader export`: the exported autograded scores are the graded ones."""
-    from autograder.examples import build_student, load_spec
+    from autograder.build_class import build_student, load_spec
 
     students = load_spec(REPO_ROOT / "examples" / "class.yml")["students"]
     subs = tmp_path / "submitted"

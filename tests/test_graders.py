@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import pytest
 
-from autograder.checks import Case, Tolerance
+from autograder.vocabulary import Case, Tolerance
 from autograder.course import load_course
 from autograder.graders.conftest import follows_the_recurrence, rnn_problem, state_candidates
 from autograder.grade import GRADERS_DIR
@@ -94,7 +94,7 @@ print("RESULT:" + json.dumps({"code": int(code), "templates": plugin.templates, 
 """
 GRADE = """
 import json, sys
-from autograder.checks import Tolerance
+from autograder.vocabulary import Tolerance
 from autograder.pytest_plugin import GradingContext, run_graders
 out = {}
 for student in sys.argv[2:]:
@@ -132,7 +132,7 @@ def test_every_share_of_the_real_graders_is_exact_and_adds_up():
 
 
 TOY_GRADERS = '''
-from autograder.checks import GradingFailure
+from autograder.vocabulary import GradingFailure
 from autograder.pytest_plugin import graded
 
 

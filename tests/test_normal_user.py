@@ -14,7 +14,7 @@ import sys
 import pytest
 
 from autograder import REPO_ROOT
-from autograder.examples import build_class, expectations
+from autograder.build_class import build_class, expectations
 from autograder.course import load_course
 from autograder.sandbox import isolation_level
 from normal_user import NAME, Unavailable, prepare_checkout, run_as

@@ -12,7 +12,7 @@ import pytest
 
 from autograder import REPO_ROOT
 from autograder import submission as reader
-from autograder.examples import add_figures
+from autograder.build_class import add_figures
 from autograder.sandbox import LoadUnit
 from autograder.submission import Submission, duplicate_definitions, private_copy, read_submission
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from autograder.checks import Case, GradingFailure, call, expect_array_any, expect_unmodified, unpack
+from autograder.vocabulary import Case, GradingFailure, call, expect_array_any, expect_unmodified, unpack
 
 GRADS = ["dx", "dh0", "dWx", "dWh", "db"]
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from autograder.checks import call, expect_array, expect_array_any, expect_unmodified, unpack
+from autograder.vocabulary import call, expect_array, expect_array_any, expect_unmodified, unpack
 from autograder.graders.conftest import (GRADS, check_each, check_unchanged_and_right, collect, forward_args,
                                          reference_cache, state_candidates, student_forward)
 from autograder.pytest_plugin import graded

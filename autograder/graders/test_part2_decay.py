@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from autograder.checks import Case, call, expect_array, expect_array_any, expect_int, expect_unmodified
+from autograder.vocabulary import Case, call, expect_array, expect_array_any, expect_int, expect_unmodified
 from autograder.graders.conftest import (check_each, check_unchanged_and_right, collect, forward_args,
                                          reference_cache, state_candidates, student_forward)
 from autograder.pytest_plugin import graded

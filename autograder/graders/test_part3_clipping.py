@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 
-from autograder.checks import (Case, GradingFailure, Tolerance, call, describe, expect_array, expect_float,
+from autograder.vocabulary import (Case, GradingFailure, Tolerance, call, describe, expect_array, expect_float,
                                expect_raises)
 from autograder.pytest_plugin import graded
 

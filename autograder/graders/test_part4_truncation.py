@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from autograder.checks import (Case, GradingFailure, call, expect_array, expect_array_any, expect_raises,
+from autograder.vocabulary import (Case, GradingFailure, call, expect_array, expect_array_any, expect_raises,
                                expect_unmodified, unpack)
 from autograder.graders.conftest import (GRADS, check_each, check_unchanged_and_right, collect, forward_args,
                                          reference_cache, rnn_problem, state_candidates, student_forward)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from autograder.checks import (Case, GradingFailure, call, describe, expect_array, expect_float, expect_raises,
+from autograder.vocabulary import (Case, GradingFailure, call, describe, expect_array, expect_float, expect_raises,
                                expect_unmodified, unpack)
 from autograder.pytest_plugin import graded
 

@@ -1,4 +1,4 @@
-"""The graders' vocabulary (autograder/checks.py): messages that echo student exceptions with shortened numbers, and
+"""The graders' vocabulary (autograder/vocabulary.py): messages that echo student exceptions with shortened numbers, and
 say 'expected exactly 0.0' where a relative error would mean nothing. Fast: no sandbox."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from autograder.checks import Case, GradingFailure, call, expect_array, expect_float, shorten_numbers
+from autograder.vocabulary import Case, GradingFailure, call, expect_array, expect_float, shorten_numbers
 from autograder.sandbox import StudentException
 
 
