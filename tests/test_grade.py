@@ -222,7 +222,8 @@ def test_output_amplification_is_capped(tmp_path):
     assert (out / "feedback.html").stat().st_size < 2**20
     document = results(tmp_path / "out", "amp")
     assert "more cells or files that failed to load (output was cut" in document["output"]
-    assert document["extra_data"]["load_errors_total"] == 3000
+    assert 1900 < document["extra_data"]["load_errors_total"] < 2000  # every loaded noise cell, counted
+    assert "only the first 2000 are loaded" in document["output"]  # the cap on cells
     assert document["score"] == 60
 
 
