@@ -2,7 +2,7 @@
 
 The grader process (trusted: it holds the reference) runs one pytest session with this plugin, collected once
 (GraderSession), and grades students one after another in it; the `student` fixture is a proxy whose calls run
-in the current student's sandbox (autograder/sandbox.py). Each test is marked with the graded
+in the current student's sandbox (autograder/sandbox/). Each test is marked with the graded
 function it tests:
 
     @graded("rnn_backward", "dWh on random sequences")
@@ -11,6 +11,10 @@ function it tests:
 and its name in the results is "rnn_backward: dWh on random sequences". A function's points (course.yml) are
 shared equally by its tests. A failing test's message is the GradingFailure it raised; any other exception is a
 grader bug, reported to the instructor and shown to the student only as an internal error.
+
+Why one module of over 400 lines: the proxy (Student, its helper calls), the helper code it loads into each sandbox
+(HELPER_UNITS) and the hooks that share points out must agree on names and on what is charged to whom; about a
+quarter of it is that helper code, kept as one string so that it runs in the sandbox and nowhere else.
 """
 
 from __future__ import annotations

@@ -1,4 +1,8 @@
-"""The Sandbox: student code loaded into a child process, and calls into it (see the package docstring)."""
+"""The Sandbox: student code loaded into a child process, and calls into it (see the package docstring).
+
+Its ~400 lines are one object's life: preparing the student's folder and policy, starting (warm or cold) and
+loading units, calls with their failure modes, and releasing everything; the mechanisms live in the modules
+beside it."""
 
 from __future__ import annotations
 
