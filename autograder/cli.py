@@ -150,22 +150,37 @@ def grade(submissions: Path, out: Path, jobs: int, timeout: float | None, resume
 @click.argument("notebooks", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--assignment", "assignment_id", default="vanishing_gradients", show_default=True,
               help="Assignment id in course.yml (its limits and preloaded libraries apply).")
+@click.option("--canary/--no-canary", default=True, show_default=True,
+              help="First check the reference solution's notebooks the same way, where this checkout has them.")
 @course_option
-def check(notebooks: tuple[Path, ...], assignment_id: str, course_file: Path):
+def check(notebooks: tuple[Path, ...], assignment_id: str, canary: bool, course_file: Path):
     """Self-check: load each NOTEBOOK's folder exactly as the grader loads a submission (every .ipynb and .py file,
     in sorted file-name order, under the assignment's limits and preloaded libraries) and report the public checks
     of each NOTEBOOK (seconds; no hidden tests), then notes on the folder (files not loaded; graded functions
-    defined more than once). Exits 1 when a check fails or a file cannot be loaded."""
+    defined more than once). Where this checkout has the reference solution, its notebooks are checked first the
+    same way (the canary): if the reference fails a check here, the environment is broken and nothing else is
+    judged. Exits 1 when a check fails, a file cannot be loaded, or the canary fails."""
     from autograder.check import check_folder, format_notes, format_results, is_error
 
-    assignment = _load(course_file).assignment(assignment_id)
+    course = _load(course_file)
+    assignment = course.assignment(assignment_id)
+    limits, preload = assignment.limits.sandbox_limits(), tuple(assignment.preload)
+    reference = course_file.resolve().parent / course.solutions_dir / assignment.id
+    if canary and all((reference / name).is_file() for name in assignment.notebooks):
+        results, _ = check_folder(reference, list(assignment.notebooks), limits, preload)
+        failing = [f"{name}: {r.name}: {r.message.strip().splitlines()[-1][:200] if r.message else ''}"
+                   for name, checks in results.items() for r in checks if not r.passed]
+        if failing:
+            click.echo("error: the canary failed: the reference solution fails its own public checks here, so the "
+                       "checks cannot be trusted in this environment:\n  " + "\n  ".join(failing[:5]), err=True)
+            sys.exit(1)
+        click.echo(f"Canary: the reference passes its {sum(len(c) for c in results.values())} public checks here.")
     folders: dict[Path, list[str]] = {}
     for notebook in notebooks:
         folders.setdefault(notebook.resolve().parent, []).append(notebook.name)
     failed = False
     for folder, names in folders.items():
-        results, problems = check_folder(folder, list(dict.fromkeys(names)), assignment.limits.sandbox_limits(),
-                                         tuple(assignment.preload))
+        results, problems = check_folder(folder, list(dict.fromkeys(names)), limits, preload)
         for name, checks in results.items():
             click.echo(format_results(Path(name), checks))
             failed |= not all(r.passed for r in checks)

@@ -14,9 +14,28 @@ from autograder.build_class import build_student, load_spec
 pytestmark = pytest.mark.slow
 
 
-def run_check(*notebooks):
-    return subprocess.run([sys.executable, "-m", "autograder", "check", *map(str, notebooks)], capture_output=True,
-                          text=True, timeout=300)
+def run_check(*notebooks, options=("--no-canary",)):
+    return subprocess.run([sys.executable, "-m", "autograder", "check", *options, *map(str, notebooks)],
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_the_canary_checks_the_reference_first_and_stops_where_it_fails(tmp_path):
+    """With the reference in the checkout, check runs its public checks first; under limits where the reference
+    cannot pass (torch not preloaded, 64 MB), it stops with exit 1 before judging the student's notebook."""
+    import yaml
+
+    notebook = REPO_ROOT / "assignments" / "vanishing_gradients" / "1_bptt.ipynb"
+    result = run_check(notebook, options=())
+    assert "Canary: the reference passes its" in result.stdout, result.stdout + result.stderr
+    data = yaml.safe_load((REPO_ROOT / "course.yml").read_text())
+    data["assignments"][0]["limits"]["memory_mb"] = 64
+    data["assignments"][0]["preload"] = ["numpy"]
+    (tmp_path / "course.yml").write_text(yaml.safe_dump(data))
+    (tmp_path / "solutions").symlink_to(REPO_ROOT / "solutions")
+    broken = run_check(notebook, options=("--course", str(tmp_path / "course.yml")))
+    assert broken.returncode == 1
+    assert "the canary failed: the reference solution fails its own public checks here" in broken.stderr
+    assert "public checks pass" not in broken.stdout  # the student's notebook was not judged
 
 
 def test_solution_passes_every_public_check():
