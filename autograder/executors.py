@@ -28,7 +28,8 @@ def _grade_locally(pending: list, options: GradeOptions, jobs: int, finished, ca
     attempts = {sub.student: 0 for sub in pending}
     alone: set[str] = set()  # hit a time limit while others were graded too: graded again, on their own, at the end
     while remaining:
-        with concurrent.futures.ProcessPoolExecutor(max_workers=max(1, jobs), mp_context=context) as pool:
+        with concurrent.futures.ProcessPoolExecutor(max_workers=max(1, jobs), mp_context=context,
+                                                    initializer=_start_worker, initargs=(options,)) as pool:
             if canaries is not None:
                 runs = {name: pool.submit(_grade_in_worker, name, str(folder), canaries.options)
                         for name, folder in canaries.folders.items()}
@@ -58,6 +59,23 @@ def _grade_locally(pending: list, options: GradeOptions, jobs: int, finished, ca
                     if attempts[student] >= 2:
                         finished(student, crash_document(student, options, "the grading worker died twice"))
                         remaining.pop(student)
+
+
+def _start_worker(options: GradeOptions) -> None:
+    """Runs once in each local grading worker, so that its slow starts overlap instead of following one another
+    for its first submission: a zygote imports the course's libraries in its sandbox (in the background) while this
+    process collects the graders (in the session's thread) and loads the reference."""
+    try:
+        from autograder.grade import GRADERS_DIR
+        from autograder.pytest_plugin import session_for
+        from autograder.reference import load_reference
+        from autograder.sandbox import start_early
+
+        start_early(tuple(options.assignment.preload))
+        session_for(str(GRADERS_DIR), dict(options.assignment.points))
+        load_reference()
+    except Exception:  # nothing is lost: the first submission starts whatever is missing, and reports failures
+        pass
 
 
 def _result(future, student: str, options: GradeOptions) -> dict:

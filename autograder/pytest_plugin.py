@@ -436,12 +436,17 @@ _sessions_lock = threading.Lock()
 def run_graders(context: GradingContext, graders_dir: str) -> GradingContext:
     """Run every grader test against one student; the results land in context.results (and
     context.collection_errors). Uses this process's GraderSession for these graders and points."""
-    key = (graders_dir, tuple(sorted(context.points.items())))
+    return session_for(graders_dir, context.points).grade(context)
+
+
+def session_for(graders_dir: str, points: dict[str, float]) -> "GraderSession":
+    """This process's grader session for these graders and points, started (collecting in its thread) if needed."""
+    key = (graders_dir, tuple(sorted(points.items())))
     with _sessions_lock:
         session = _sessions.get(key)
         if session is None or not session._thread.is_alive():
-            session = _sessions[key] = GraderSession(graders_dir, context.points)
-    return session.grade(context)
+            session = _sessions[key] = GraderSession(graders_dir, points)
+    return session
 
 
 @atexit.register

@@ -9,7 +9,6 @@ import subprocess
 import sys
 import textwrap
 
-import pytest
 
 RUN = textwrap.dedent("""
     import json, sys

@@ -491,6 +491,28 @@ def test_cpu_is_one_cpu_per_student_where_a_cgroup_can_be_made(open_sandbox):
         assert "per process" in sb.memory_scope
 
 
+def test_a_zygote_started_early_is_the_one_the_first_sandbox_gets(tmp_path, monkeypatch):
+    """A grading worker starts its zygote early (sandbox.start_early) and loads the reference meanwhile: the first
+    Sandbox must take that zygote, not start a second one."""
+    from autograder.sandbox import start_early
+    from autograder.sandbox import zygote as zygotes
+
+    if not warm_available(isolation_level()):
+        pytest.skip("no warm start here")
+    monkeypatch.setattr(zygotes, "_idle_zygotes", {})
+    monkeypatch.setattr(zygotes, "_starting", {})
+    started = len(zygotes._all_zygotes)
+    start_early(("json",))  # a preload of its own: a zygote no other test shares
+    early = next(iter(zygotes._starting.values()))
+    try:
+        with Sandbox(tmp_path, [LoadUnit("nb.ipynb", 0, "import json\n", "cell")], SandboxLimits(),
+                     preload=("json",)) as sb:
+            assert sb.warm and sb._resources.zygote is early.result()
+        assert len(zygotes._all_zygotes) == started + 1
+    finally:
+        testing.close_idle_zygotes()
+
+
 def test_memory_hog(open_sandbox):
     # At most 3 GB even if the limit did not hold.
     sb = open_sandbox("""

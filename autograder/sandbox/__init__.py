@@ -32,7 +32,7 @@ Sandbox in a thread that outlives it (the main thread, or a pool thread), not in
 
 from autograder.sandbox.bwrap import isolation_level
 from autograder.sandbox.codec import Handle
-from autograder.sandbox.core import Sandbox
+from autograder.sandbox.core import Sandbox, start_early
 from autograder.sandbox.errors import (InvalidResult, MissingFunction, StudentCrashed, StudentError,
                                        StudentException, StudentTimeout)
 from autograder.sandbox.limits import LoadUnit, SandboxLimits
@@ -40,4 +40,4 @@ from autograder.sandbox.zygote import warm_available
 
 __all__ = ["Sandbox", "LoadUnit", "Handle", "SandboxLimits", "StudentError", "StudentException",
            "StudentTimeout", "StudentCrashed", "MissingFunction", "InvalidResult", "isolation_level",
-           "warm_available"]
+           "warm_available", "start_early"]

@@ -36,6 +36,19 @@ from autograder.sandbox.launch import install_student_files
 from autograder.sandbox.process import ColdProcess, StudentProcess, WarmProcess
 from autograder.sandbox.zygote import _lease_zygote, _return_zygote, _Zygote, warm_available
 
+def base_environment() -> dict[str, str]:
+    """The student's environment before HOME, TMPDIR and the sandbox's marker (also the key of its zygote)."""
+    venv_bin = os.path.join(sys.prefix, "bin")
+    return {"PATH": f"{venv_bin}:/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "MPLBACKEND": "Agg",
+            "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "AUTOGRADER": "1"}
+
+
+def start_early(preload: tuple[str, ...] = DEFAULT_PRELOAD) -> None:
+    """Starts this process's first zygote in the background (see zygote.start_early): a grading worker calls it at
+    its start, before the slow work it can overlap with."""
+    zygotes.start_early(isolation_level(), tuple(preload), base_environment())
+
+
 class _Resources:
     """What a Sandbox must release; also run by a finalizer if a Sandbox is dropped without close()."""
 
@@ -218,9 +231,7 @@ class Sandbox:
     def _prepare(self) -> None:
         if not self.workdir.is_dir():
             raise FileNotFoundError(f"work folder {self.workdir} does not exist")
-        venv_bin = os.path.join(sys.prefix, "bin")
-        base_env = {"PATH": f"{venv_bin}:/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "MPLBACKEND": "Agg",
-                    "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "AUTOGRADER": "1"}
+        base_env = base_environment()
         if self.warm:
             try:
                 self._resources.zygote = _lease_zygote(self.isolation, self.preload, base_env)

@@ -128,6 +128,7 @@ _idle_zygotes: dict[tuple, list[_Zygote]] = {}
 _all_zygotes: list[_Zygote] = []
 _zygote_lock = threading.Lock()
 _zygote_trouble: str | None = None  # why warm starts are off in this process, once a zygote failed to start
+_starting: dict[tuple, concurrent.futures.Future] = {}  # zygotes being started ahead of need (start_early)
 
 
 def warm_available(level: str) -> bool:
@@ -145,16 +146,31 @@ def _zygote_key(level: str, preload: tuple[str, ...], env: dict[str, str]) -> tu
     return level, preload, tuple(sorted(env.items()))
 
 
+def start_early(level: str, preload: tuple[str, ...], env: dict[str, str]) -> None:
+    """Starts a zygote in the background, so that the first Sandbox finds it (half) ready: a grading worker calls
+    this first, then loads the reference and collects the graders meanwhile. Does nothing where warm starts are
+    off, or when one is already on its way."""
+    if not warm_available(level):
+        return
+    key = _zygote_key(level, preload, env)
+    with _zygote_lock:
+        if key not in _starting and not _idle_zygotes.get(key):
+            _starting[key] = _STARTER.submit(_Zygote, level, preload, env)
+
+
 def _lease_zygote(level: str, preload: tuple[str, ...], env: dict[str, str]) -> _Zygote:
     key = _zygote_key(level, preload, env)
     with _zygote_lock:
+        early = _starting.pop(key, None)
         idle = _idle_zygotes.setdefault(key, [])
         while idle:
             zygote = idle.pop()
             if zygote.alive():
+                if early is not None:
+                    _starting[key] = early  # not needed now: the next lease takes it
                 return zygote
             zygote.close()
-    zygote = _STARTER.submit(_Zygote, level, preload, env).result()
+    zygote = (early or _STARTER.submit(_Zygote, level, preload, env)).result()  # a failure raises here, as before
     with _zygote_lock:
         _all_zygotes.append(zygote)
     return zygote
