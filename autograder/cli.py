@@ -116,6 +116,7 @@ def grade(submissions: Path, out: Path, jobs: int, timeout: float | None, resume
         click.echo("warning: bubblewrap is not available here: student code runs as separate processes with "
                    "resource limits only (no filesystem or network isolation). Install bubblewrap for full isolation.",
                    err=True)
+    _require_students(submissions, spec.id)
     options = GradeOptions(spec, out, timeout or spec.limits.timeout_seconds, isolation, course=course)
     try:
         summary = grade_batch(submissions, options, jobs=jobs, resume=resume, scheduler=scheduler)
@@ -144,6 +145,22 @@ def grade(submissions: Path, out: Path, jobs: int, timeout: float | None, resume
         except GradebookError as exc:
             raise click.ClickException(f"gradebook: {exc}") from None
         click.echo(f"Recorded {len(documents)} students in the nbgrader gradebook {gradebook}")
+
+
+def _require_students(submissions: Path, assignment_id: str) -> None:
+    """Exit 2, with the expected layout and what is there instead, when SUBMISSIONS holds no student folder."""
+    from autograder.submission import find_submissions
+
+    if find_submissions(submissions, assignment_id):
+        return
+    code = sorted(p.name for p in submissions.iterdir() if p.is_file() and p.suffix in (".ipynb", ".py"))
+    found = (f"it holds {len(code)} notebook or .py file(s) directly ({', '.join(code[:3])}"
+             f"{', ...' if len(code) > 3 else ''}): one student's folder, or a flat download?" if code
+             else "it holds no student folder")
+    click.echo(f"error: no submissions in {submissions}: {found}\nExpected one folder per student, named by student "
+               f"id: SUBMISSIONS/<student>/*.ipynb, or nbgrader's SUBMISSIONS/<student>/{assignment_id}/*.ipynb. To "
+               f"grade one student's folder, put it in a folder of its own named by their id.", err=True)
+    sys.exit(2)
 
 
 @main.command()

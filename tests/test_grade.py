@@ -131,11 +131,16 @@ def test_bad_inputs_each_get_a_message_and_the_batch_completes(tmp_path):
         assert len(document["tests"]) >= len(ASSIGNMENT.points)
 
 
-def test_empty_submissions_folder(tmp_path):
+def test_no_student_folders_is_a_usage_error(tmp_path):
+    """An empty folder, or a flat folder of notebooks (one student's, or an LMS download), grades nobody: exit 2
+    with the expected layout and what is there, not "Graded 0 submissions" with exit 0."""
     (tmp_path / "subs").mkdir()
     result = run_grade(tmp_path / "subs", tmp_path / "out")
-    assert result.returncode == 0, result.stderr
-    assert json.loads((tmp_path / "out" / "summary.json").read_text())["students"] == 0
+    assert result.returncode == 2 and "it holds no student folder" in result.stderr, result.stderr
+    assert "SUBMISSIONS/<student>/*.ipynb" in result.stderr and not (tmp_path / "out" / "summary.json").exists()
+    (tmp_path / "subs" / "1_bptt.ipynb").write_text("{}")
+    result = run_grade(tmp_path / "subs", tmp_path / "out")
+    assert result.returncode == 2 and "1 notebook or .py file(s) directly (1_bptt.ipynb)" in result.stderr
 
 
 def test_misuse_exits_non_zero_with_a_message(tmp_path):
