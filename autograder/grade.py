@@ -12,6 +12,7 @@ files in report.py, the local and Dask executors in executors.py.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import shutil
 import tempfile
@@ -183,15 +184,20 @@ class _Canaries:
     Their results stay in the scratch folder; it is kept when the canary fails, for the instructor to look at."""
 
     def __init__(self, options: GradeOptions):
+        self.scratch = Path(tempfile.mkdtemp(prefix="vg-canary-"))
+        self.options = dataclasses.replace(options, out=self.scratch / "out")
+        self.verdict = "not run"
+        self.failed = False
+
+    @functools.cached_property
+    def folders(self) -> dict[str, Path]:
+        """The canaries' submissions, built when first needed (a Dask client never needs them: workers build
+        their own)."""
         from autograder.canary import build_canaries
         from autograder.course import load_course
 
-        self.scratch = Path(tempfile.mkdtemp(prefix="vg-canary-"))
-        self.options = dataclasses.replace(options, out=self.scratch / "out")
-        course = options.course or load_course()
-        self.folders = build_canaries(course, options.assignment.id, self.scratch / "submissions")
-        self.verdict = "not run"
-        self.failed = False
+        course = self.options.course or load_course()
+        return build_canaries(course, self.options.assignment.id, self.scratch / "submissions")
 
     def check(self, documents: dict[str, dict], where: str = "") -> None:
         """Raises CanaryFailed unless the canaries got their known scores."""
