@@ -34,7 +34,6 @@ import random
 import shutil
 from pathlib import Path
 
-import nbformat
 import yaml
 
 from autograder import REPO_ROOT
@@ -67,6 +66,8 @@ def add_figures(nb, megabytes: float, seed: int = 0) -> None:
     per_figure = 3 * 2**18  # one large (high-dpi) figure: 1 MB of base64 in the file
     count = max(1, round(megabytes))
     rng = random.Random(seed)
+    import nbformat  # here: it takes over a second to import, and canaries (copies) do not need it
+
     for i in range(count):
         png = b"\x89PNG\r\n\x1a\n" + rng.randbytes(per_figure - 8)
         cell = cells[i % len(cells)]
@@ -101,6 +102,13 @@ def build_student(name: str, spec: dict, course: Course, assignment_id: str, des
     if folder.exists():
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
+    if base is not None and set(spec) == {"from"}:
+        # As they are (the canaries: "the release as it is"), byte for byte, without nbformat's import time.
+        for path in sorted((root / base / assignment_id).glob("*.ipynb")):
+            shutil.copyfile(path, folder / path.name)
+        return folder
+    import nbformat
+
     notebooks = {}
     if base is not None:
         for path in sorted((root / base / assignment_id).glob("*.ipynb")):

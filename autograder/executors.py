@@ -19,11 +19,37 @@ from autograder.files import write_atomic
 from autograder.grade import GradeOptions, _Canaries, _grade_in_worker
 from autograder.results import RESULTS_FILE, crash_document, student_dir
 
+def start_warm_parent() -> None:
+    """Starts the fork server that local grading workers are forked from (warm_parent.py), in the background: it
+    imports and loads while this process reads the course and the submissions. Safe to call again."""
+    from multiprocessing import forkserver
+
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["autograder.warm_parent"])
+    forkserver.ensure_running()
+
+
+def stop_warm_parent() -> None:
+    """Ends the fork server, so that the next run (in this process: the tests) starts one with the environment
+    and code of that moment, not those of this run."""
+    from multiprocessing import forkserver
+
+    forkserver._forkserver._stop()  # the standard library's own way to stop it (used by its tests)
+
+
 def _grade_locally(pending: list, options: GradeOptions, jobs: int, finished, canaries: "_Canaries | None") -> None:
-    """Worker processes on this machine, spawned fresh (no state inherited from this process); each grades
-    students one after another, with its own grader session and warm sandbox. The canaries go first, to the
-    same workers."""
-    context = multiprocessing.get_context("spawn")
+    """Worker processes on this machine, forked from the warm parent (warm_parent.py: the imports and the reference,
+    nothing of this process's state); each grades students one after another, with its own grader session and
+    warm sandbox. The canaries go first, to the same workers."""
+    start_warm_parent()
+    try:
+        _grade_in_pool(pending, options, jobs, finished, canaries, multiprocessing.get_context("forkserver"))
+    finally:
+        stop_warm_parent()
+
+
+def _grade_in_pool(pending: list, options: GradeOptions, jobs: int, finished, canaries: "_Canaries | None",
+                   context) -> None:
     remaining = {sub.student: sub for sub in pending}
     attempts = {sub.student: 0 for sub in pending}
     alone: set[str] = set()  # hit a time limit while others were graded too: graded again, on their own, at the end
@@ -65,6 +91,12 @@ def _start_worker(options: GradeOptions) -> None:
     """Runs once in each local grading worker, so that its slow starts overlap instead of following one another
     for its first submission: a zygote imports the course's libraries in its sandbox (in the background) while this
     process collects the graders (in the session's thread) and loads the reference."""
+    import atexit
+    from multiprocessing import util
+
+    # A forked worker ends with os._exit, which skips atexit: run its handlers as a spawned worker's exit did (they
+    # close this worker's zygotes and grader session, and remove their scratch folders).
+    util.Finalize(None, atexit._run_exitfuncs, exitpriority=0)
     try:
         from autograder.grade import GRADERS_DIR
         from autograder.pytest_plugin import session_for

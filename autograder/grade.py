@@ -49,7 +49,7 @@ def grade_one(student: str, folder: str, options: GradeOptions, alone: bool = Fa
     from autograder.sandbox import Sandbox
     from autograder.submission import Submission, private_copy, read_submission
 
-    started = time.monotonic()
+    started, began = time.monotonic(), time.time()
     out_dir = student_dir(options.out, student)
     limits = options.assignment.limits
     submission = read_submission(Submission(student, Path(folder)))
@@ -104,7 +104,8 @@ def grade_one(student: str, folder: str, options: GradeOptions, alone: bool = Fa
         write_atomic(out_dir / "grader_errors.txt", "\n\n".join(grader_errors))
     write_feedback(out_dir / "feedback.html", document, figures)
     # Where the time went: the student's code (loading cells, calls) and everything else (the grading overhead).
-    document["extra_data"]["timing"] = {"total": round(time.monotonic() - started, 4),
+    document["extra_data"]["timing"] = {"began": round(began, 3),  # seconds since the epoch
+                                        "total": round(time.monotonic() - started, 4),
                                         "student": round(student_seconds, 4),
                                         "grader_peak_rss_mb": _peak_rss_mb()}  # this worker's, so far
     document["extra_data"]["warm_start"] = warm  # forked from a warm zygote (None: no student code was run)
@@ -146,9 +147,14 @@ def grade_batch(submissions_dir: Path, options: GradeOptions, jobs: int = 1, res
     from autograder.submission import find_submissions
 
     started = time.monotonic()
+    if not scheduler:
+        from autograder.executors import start_warm_parent
+
+        start_warm_parent()  # its imports overlap with reading the submissions and building the canaries
     options.out.mkdir(parents=True, exist_ok=True)
     submissions = find_submissions(submissions_dir, options.assignment.id)
     tally = ClassTally(list(options.assignment.points))
+    timings: list[dict] = []
     pending = []
     for sub in submissions:
         previous = already_graded(options.out, sub.student) if resume else None
@@ -160,6 +166,7 @@ def grade_batch(submissions_dir: Path, options: GradeOptions, jobs: int = 1, res
     progress = Progress(len(pending))
 
     def finished(student: str, document: dict) -> None:
+        timings.append(document.get("extra_data", {}).get("timing") or {})
         tally.add(student, document)
         progress.update(student, document)
 
@@ -176,7 +183,37 @@ def grade_batch(submissions_dir: Path, options: GradeOptions, jobs: int = 1, res
             canaries.cleanup()
     write_grades_csv(options.out, tally)
     return write_summary(options.out, tally, options, time.monotonic() - started,
-                         canaries.verdict if canaries is not None else "not run")
+                         canaries.verdict if canaries is not None else "not run", run_timing(timings))
+
+
+def run_timing(timings: list[dict]) -> dict:
+    """Where a run's time went, for benchmarks/ and the instructor: `startup_seconds`, from this process's start to
+    the moment the first student's grading began (imports, workers, zygotes, canaries); the median
+    `overhead_seconds` a submission cost beyond the student's own compute (sandbox, graders, reports)."""
+    import statistics
+
+    began = [t["began"] for t in timings if isinstance(t.get("began"), (int, float))]
+    overheads = [t["total"] - t["student"] for t in timings if "total" in t and "student" in t]
+    timing = {}
+    start = _process_start()
+    if began and start is not None:
+        timing["startup_seconds"] = round(min(began) - start, 3)
+    if overheads:
+        timing["overhead_seconds_median"] = round(statistics.median(overheads), 4)
+    return timing
+
+
+def _process_start() -> float | None:
+    """When this process started, in seconds since the epoch (Linux: /proc), else None."""
+    import os
+
+    try:
+        with open("/proc/self/stat") as f:
+            ticks = int(f.read().rsplit(")", 1)[1].split()[19])  # field 22: starttime, in clock ticks after boot
+        age = time.clock_gettime(time.CLOCK_BOOTTIME) - ticks / os.sysconf("SC_CLK_TCK")
+        return time.time() - age
+    except (OSError, ValueError, IndexError, AttributeError):
+        return None
 
 
 class _Canaries:

@@ -7,13 +7,28 @@ use their earlier functions without this package): a notebook's *answer code* is
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
-import nbformat
 
+def read_notebook(path: str | Path):
+    """A notebook as nbformat reads it (validated; attribute access to cells)."""
+    import nbformat  # here, not above: importing it costs about 1.4 s (jsonschema's format checkers)
 
-def read_notebook(path: str | Path) -> nbformat.NotebookNode:
     return nbformat.read(str(path), as_version=nbformat.NO_CONVERT)
+
+
+def read_trusted_notebook(path: str | Path) -> dict:
+    """An instructor's notebook (solutions/, the release) as plain JSON, for the grading workers' start-up: no
+    validation (the kit's tests validate those notebooks), and none of nbformat's import time."""
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def cell_source(cell) -> str:
+    """A cell's source, whether nbformat read it (a string) or plain JSON (a string or a list of lines)."""
+    source = cell["source"]
+    return source if isinstance(source, str) else "".join(source)
 
 
 def nbgrader_meta(cell) -> dict:
@@ -38,7 +53,7 @@ def is_written_answer_cell(cell) -> bool:
 
 def answer_code(nb) -> list[str]:
     """Sources of the setup and graded function cells, in notebook order."""
-    return [cell.source for cell in nb.cells if is_setup_cell(cell) or is_graded_function_cell(cell)]
+    return [cell_source(cell) for cell in nb["cells"] if is_setup_cell(cell) or is_graded_function_cell(cell)]
 
 
 def graded_function_ids(nb) -> list[str]:

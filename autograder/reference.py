@@ -12,7 +12,7 @@ import types
 from pathlib import Path
 
 from autograder import REPO_ROOT
-from autograder.notebook import answer_code, read_notebook
+from autograder.notebook import answer_code, read_trusted_notebook
 
 
 def solution_notebooks(assignment_id: str = "vanishing_gradients", solutions_dir: Path | None = None) -> list[Path]:
@@ -28,7 +28,7 @@ def load_reference(assignment_id: str = "vanishing_gradients", solutions_dir: Pa
     module = types.ModuleType(f"reference_{assignment_id}", f"reference implementation of {assignment_id}")
     module.__dict__["__builtins__"] = __builtins__
     for path in solution_notebooks(assignment_id, solutions_dir):
-        for index, source in enumerate(answer_code(read_notebook(path))):
+        for index, source in enumerate(answer_code(read_trusted_notebook(path))):
             code = compile(source, f"{path.name}[answer cell {index}]", "exec")
             exec(code, module.__dict__)
     return module

@@ -55,7 +55,7 @@ def write_grades_csv(out: Path, tally: ClassTally) -> Path:
 
 
 def write_summary(out: Path, tally: ClassTally, options: GradeOptions, seconds: float,
-                  canary: str = "not run") -> dict:
+                  canary: str = "not run", timing: dict | None = None) -> dict:
     scores = [score for score, _, _ in tally.students.values()]
     summary = {
         "assignment": options.assignment.id,
@@ -67,6 +67,7 @@ def write_summary(out: Path, tally: ClassTally, options: GradeOptions, seconds: 
         "isolation": options.isolation,
         "wall_seconds": round(seconds, 2),
         "canary": canary,
+        "timing": timing or {},  # start-up and grading overhead of this run (grade.py: run_timing)
         "grader_errors": sorted(s for s in tally.students
                                 if (student_dir(out, s) / "grader_errors.txt").exists()),
     }
