@@ -15,18 +15,32 @@ import tempfile
 import traceback
 from pathlib import Path
 
-from autograder.files import write_atomic
+from autograder.files import remove_tree, write_atomic
 from autograder.grade import GradeOptions, _Canaries, _grade_in_worker
 from autograder.results import RESULTS_FILE, crash_document, student_dir
 
-def start_warm_parent() -> None:
+_warm_parent_trouble: str | None = None  # why workers are spawned instead, if the fork server could not start
+
+
+def start_warm_parent():
     """Starts the fork server that local grading workers are forked from (warm_parent.py), in the background: it
-    imports and loads while this process reads the course and the submissions. Safe to call again."""
+    imports and loads while this process reads the course and the submissions. Safe to call again. Returns the
+    multiprocessing context for the workers: "spawn" (each worker starts cold, as before) where the fork server
+    cannot start (e.g. TMPDIR so long that its socket's path is too long for AF_UNIX)."""
+    global _warm_parent_trouble
     from multiprocessing import forkserver
 
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["autograder.warm_parent"])
-    forkserver.ensure_running()
+    if _warm_parent_trouble is None:
+        try:
+            context = multiprocessing.get_context("forkserver")
+            context.set_forkserver_preload(["autograder.warm_parent"])
+            forkserver.ensure_running()
+            return context
+        except Exception as exc:
+            _warm_parent_trouble = f"{type(exc).__name__}: {exc}"
+            print(f"note: each grading worker imports the libraries itself, without a warm parent ({_warm_parent_trouble}); "
+                  "grading is correct but starts slower", file=sys.stderr)
+    return multiprocessing.get_context("spawn")
 
 
 def stop_warm_parent() -> None:
@@ -41,9 +55,9 @@ def _grade_locally(pending: list, options: GradeOptions, jobs: int, finished, ca
     """Worker processes on this machine, forked from the warm parent (warm_parent.py: the imports and the reference,
     nothing of this process's state); each grades students one after another, with its own grader session and
     warm sandbox. The canaries go first, to the same workers."""
-    start_warm_parent()
+    context = start_warm_parent()
     try:
-        _grade_in_pool(pending, options, jobs, finished, canaries, multiprocessing.get_context("forkserver"))
+        _grade_in_pool(pending, options, jobs, finished, canaries, context)
     finally:
         stop_warm_parent()
 
@@ -56,20 +70,26 @@ def _grade_in_pool(pending: list, options: GradeOptions, jobs: int, finished, ca
     while remaining:
         with concurrent.futures.ProcessPoolExecutor(max_workers=max(1, jobs), mp_context=context,
                                                     initializer=_start_worker, initargs=(options,)) as pool:
+            held: dict = {}  # future -> holding folder: graded beside the canaries, kept out of OUT until they pass
             if canaries is not None:
-                runs = {name: pool.submit(_grade_in_worker, name, str(folder), canaries.options)
-                        for name, folder in canaries.folders.items()}
-                canaries.check({name: run.result() for name, run in runs.items()})
+                held = _grade_beside_canaries(pool, list(remaining.values())[:max(1, jobs)], options, canaries)
                 canaries = None  # once per batch: every local worker runs in the same environment
+            beside = {student for student, _ in held.values()}
             futures = {pool.submit(_grade_in_worker, s.student, str(s.folder), options): s.student
-                       for s in remaining.values() if s.student not in alone}
+                       for s in remaining.values() if s.student not in alone | beside}
+            futures.update({future: student for future, (student, _) in held.items()})
+            holdings = [holding for _, holding in held.values()]
             try:
                 for future in concurrent.futures.as_completed(futures):
                     student = futures.pop(future)  # a done future holds its whole document: let it go
-                    document = _result(future, student, options)
+                    holding = held.pop(future, (None, None))[1]
+                    document = _result(future, student, options if holding is None
+                                       else dataclasses.replace(options, out=holding))
                     if jobs > 1 and document["extra_data"].get("timed_out"):
                         alone.add(student)  # maybe a classmate's load, not its own code: no timeout charged yet
                         continue
+                    if holding is not None:
+                        _move_into(student_dir(holding, student), student_dir(options.out, student))
                     remaining.pop(student, None)
                     finished(student, document)
                 for student in sorted(alone & set(remaining)):  # one at a time: nothing else is graded meanwhile
@@ -85,6 +105,42 @@ def _grade_in_pool(pending: list, options: GradeOptions, jobs: int, finished, ca
                     if attempts[student] >= 2:
                         finished(student, crash_document(student, options, "the grading worker died twice"))
                         remaining.pop(student)
+            finally:
+                for holding in holdings:
+                    remove_tree(holding)  # emptied by the move, or a held result that does not count
+
+
+def _grade_beside_canaries(pool, first: list, options: GradeOptions, canaries: "_Canaries") -> dict:
+    """Submits the canaries and, beside them, the first students (so no worker waits for the verdict), whose
+    results go to a holding folder in OUT until the canaries have passed. Returns {future: (student, holding
+    folder)}; raises CanaryFailed (after removing the held results) if the canaries fail."""
+    runs = {name: pool.submit(_grade_in_worker, name, str(folder), canaries.options)
+            for name, folder in canaries.folders.items()}
+    held = {}
+    for sub in first:
+        holding = Path(tempfile.mkdtemp(prefix=".held-", dir=options.out))  # same file system: moved by a rename
+        held[pool.submit(_grade_in_worker, sub.student, str(sub.folder),
+                         dataclasses.replace(options, out=holding))] = (sub.student, holding)
+    try:
+        canaries.check({name: run.result() for name, run in runs.items()})
+    except BaseException:
+        for future, (_, holding) in held.items():
+            future.cancel()
+        concurrent.futures.wait(list(held))  # nothing of theirs must be written after this
+        for _, holding in held.values():
+            remove_tree(holding)
+        raise
+    return held
+
+
+def _move_into(source: Path, target: Path) -> None:
+    """A student's finished folder into OUT, replacing what an earlier run left there, by one rename."""
+    if not source.is_dir():  # grade_one and crash_document always write it: a bug of ours, say so
+        print(f"warning: {source} is missing; {target.name}'s files were not written", file=sys.stderr)
+        return
+    if target.exists() or target.is_symlink():
+        remove_tree(target)
+    os.replace(source, target)
 
 
 def _start_worker(options: GradeOptions) -> None:

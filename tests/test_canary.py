@@ -78,7 +78,9 @@ def test_grade_stops_before_grading_when_the_reference_fails_here(tmp_path, exec
     assert "The canary failed" in run.stderr
     assert "reference solution scored" in run.stderr
     assert "import torch" in run.stderr or "torch" in run.stderr  # the first error it met names what failed
-    assert not list(out.glob("*/results.json")), "nobody may be graded in an environment that fails the canary"
+    # The first students are graded beside the canaries (held out of OUT until they pass): none of it may stay.
+    assert not list(out.rglob("results.json")), "nobody may be graded in an environment that fails the canary"
+    assert not list(out.glob(".held-*"))
     assert not (out / "grades.csv").exists()
     kept = Path(run.stderr.split("The canaries' results and feedback pages: ")[1].split()[0])
     assert (kept / "canary-reference" / "results.json").is_file()  # kept for the instructor to look at

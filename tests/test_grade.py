@@ -50,6 +50,20 @@ def test_example_class_scores(graded_class, student):
     assert check_expectation(expectations(CLASS_SPEC)[student], document, ASSIGNMENT) == []
 
 
+def test_the_run_records_its_start_up_and_leaves_no_held_results(graded_class):
+    """The first students are graded beside the canaries into a holding folder in OUT, moved in once the canaries
+    pass; summary.json says how long the run took to start and what a submission cost beyond its own code."""
+    out, _ = graded_class
+    assert not list(out.glob(".held-*"))
+    assert all((out / student / "results.json").is_file() for student in expectations(CLASS_SPEC))
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["canary"].startswith("passed")
+    assert 0 < summary["timing"]["startup_seconds"] < 600
+    assert 0 <= summary["timing"]["overhead_seconds_median"] < 60
+    began = [results(out, s)["extra_data"]["timing"]["began"] for s in expectations(CLASS_SPEC)]
+    assert max(began) - min(began) < 900
+
+
 def test_results_follow_gradescope_schema(graded_class):
     out, _ = graded_class
     for student in expectations(CLASS_SPEC):
