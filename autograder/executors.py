@@ -22,7 +22,7 @@ from autograder.results import RESULTS_FILE, crash_document, student_dir
 _warm_parent_trouble: str | None = None  # why workers are spawned instead, if the fork server could not start
 
 
-def start_warm_parent():
+def start_warm_parent(preload: tuple[str, ...] = (), workers: int = 0):
     """Starts the fork server that local grading workers are forked from (warm_parent.py), in the background: it
     imports and loads while this process reads the course and the submissions. Safe to call again. Returns the
     multiprocessing context for the workers: "spawn" (each worker starts cold, as before) where the fork server
@@ -31,15 +31,23 @@ def start_warm_parent():
     from multiprocessing import forkserver
 
     if _warm_parent_trouble is None:
+        plan = json.dumps({"preload": list(preload), "zygotes": workers})
+        before = os.environ.get("AUTOGRADER_WARM_PARENT")
         try:
             context = multiprocessing.get_context("forkserver")
             context.set_forkserver_preload(["autograder.warm_parent"])
+            os.environ["AUTOGRADER_WARM_PARENT"] = plan  # the fork server starts with this environment
             forkserver.ensure_running()
             return context
         except Exception as exc:
             _warm_parent_trouble = f"{type(exc).__name__}: {exc}"
-            print(f"note: each grading worker imports the libraries itself, without a warm parent ({_warm_parent_trouble}); "
-                  "grading is correct but starts slower", file=sys.stderr)
+            print(f"note: each grading worker imports the libraries itself, without a warm parent "
+                  f"({_warm_parent_trouble}); grading is correct but starts slower", file=sys.stderr)
+        finally:
+            if before is None:
+                os.environ.pop("AUTOGRADER_WARM_PARENT", None)
+            else:
+                os.environ["AUTOGRADER_WARM_PARENT"] = before
     return multiprocessing.get_context("spawn")
 
 
@@ -55,7 +63,7 @@ def _grade_locally(pending: list, options: GradeOptions, jobs: int, finished, ca
     """Worker processes on this machine, forked from the warm parent (warm_parent.py: the imports and the reference,
     nothing of this process's state); each grades students one after another, with its own grader session and
     warm sandbox. The canaries go first, to the same workers."""
-    context = start_warm_parent()
+    context = start_warm_parent(tuple(options.assignment.preload), max(1, jobs))
     try:
         _grade_in_pool(pending, options, jobs, finished, canaries, context)
     finally:
@@ -114,13 +122,17 @@ def _grade_beside_canaries(pool, first: list, options: GradeOptions, canaries: "
     """Submits the canaries and, beside them, the first students (so no worker waits for the verdict), whose
     results go to a holding folder in OUT until the canaries have passed. Returns {future: (student, holding
     folder)}; raises CanaryFailed (after removing the held results) if the canaries fail."""
-    runs = {name: pool.submit(_grade_in_worker, name, str(folder), canaries.options)
-            for name, folder in canaries.folders.items()}
-    held = {}
-    for sub in first:
-        holding = Path(tempfile.mkdtemp(prefix=".held-", dir=options.out))  # same file system: moved by a rename
-        held[pool.submit(_grade_in_worker, sub.student, str(sub.folder),
-                         dataclasses.replace(options, out=holding))] = (sub.student, holding)
+    runs, held = {}, {}
+    canary_queue, student_queue = list(canaries.folders.items()), list(first)
+    while canary_queue or student_queue:  # interleaved (canary, student, canary, ...): idle workers take a student
+        if canary_queue:
+            name, folder = canary_queue.pop(0)
+            runs[name] = pool.submit(_grade_in_worker, name, str(folder), canaries.options)
+        if student_queue:
+            sub = student_queue.pop(0)
+            holding = Path(tempfile.mkdtemp(prefix=".held-", dir=options.out))  # same file system: a rename moves it
+            held[pool.submit(_grade_in_worker, sub.student, str(sub.folder),
+                             dataclasses.replace(options, out=holding))] = (sub.student, holding)
     try:
         canaries.check({name: run.result() for name, run in runs.items()})
     except BaseException:

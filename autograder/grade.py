@@ -62,7 +62,7 @@ def grade_one(student: str, folder: str, options: GradeOptions, alone: bool = Fa
         notes.append("Graded again on its own: a time limit was hit while other submissions were graded at the "
                      "same time, so this result, with nothing else running, is the one that counts.")
     grader_errors, load_report, output, figures = [], [], "", []
-    student_seconds, warm, timed_out = 0.0, None, False
+    student_seconds, warm, timed_out, zygote_source = 0.0, None, False, None
     if not submission.units:
         tests = empty_tests(options.assignment, cut("nothing in the submission could be loaded: "
                                                     + "; ".join(submission.problems), MAX_MESSAGE))
@@ -85,6 +85,7 @@ def grade_one(student: str, folder: str, options: GradeOptions, alone: bool = Fa
                 output = sandbox.output()
                 student_seconds = sandbox.student_seconds
                 warm = sandbox.warm
+                zygote_source = sandbox.zygote_source
                 notes.append(f"Memory limit: {sandbox.memory_scope}.")
                 timed_out = sandbox.timeouts > 0 or time.monotonic() >= context.deadline
         finally:
@@ -109,6 +110,7 @@ def grade_one(student: str, folder: str, options: GradeOptions, alone: bool = Fa
                                         "student": round(student_seconds, 4),
                                         "grader_peak_rss_mb": _peak_rss_mb()}  # this worker's, so far
     document["extra_data"]["warm_start"] = warm  # forked from a warm zygote (None: no student code was run)
+    document["extra_data"]["zygote"] = zygote_source  # "warm parent": started beside the trusted imports
     document["extra_data"]["timed_out"] = timed_out  # a call, a cell or the whole submission hit its time limit
     document["extra_data"]["graded_alone"] = alone
     write_atomic(out_dir / RESULTS_FILE, json.dumps(document, indent=2, allow_nan=False))
@@ -150,7 +152,8 @@ def grade_batch(submissions_dir: Path, options: GradeOptions, jobs: int = 1, res
     if not scheduler:
         from autograder.executors import start_warm_parent
 
-        start_warm_parent()  # its imports overlap with reading the submissions and building the canaries
+        # Its imports (and its zygotes') overlap with reading the submissions and building the canaries.
+        start_warm_parent(tuple(options.assignment.preload), max(1, jobs))
     options.out.mkdir(parents=True, exist_ok=True)
     submissions = find_submissions(submissions_dir, options.assignment.id)
     tally = ClassTally(list(options.assignment.points))

@@ -543,13 +543,55 @@ def direction(score: float, top: float) -> str:
 def main() -> None:
     parser = option_parser(__doc__.splitlines()[0], students=50)
     parser.add_argument("--chunks", type=int, default=5, help="how many chunks the class is graded in (default 5)")
+    parser.add_argument("--normal-user", action="store_true",
+                        help="as root: then run the same benchmark again as the normal user of tests/normal_user.py "
+                             "(its own copy of this checkout and virtualenv) and print both side by side")
+    parser.add_argument("--figures-json", type=Path, help="also write the headline figures to this JSON file")
     args = parser.parse_args()
     if not 1 <= args.chunks <= args.students:
         parser.error("--chunks must be between 1 and --students")
-    run_in_work_folder(args, "bench-nbgrader-", benchmark)
+    if args.normal_user and os.geteuid() != 0:
+        parser.error("--normal-user: run as root (as a normal user, the plain run already is one)")
+    figures = {}
+    run_in_work_folder(args, "bench-nbgrader-", lambda a, work: figures.update(benchmark(a, work)))
+    if args.figures_json:
+        args.figures_json.write_text(json.dumps(figures, indent=2))
+    if args.normal_user:
+        side_by_side({"root": figures, **run_as_normal_user(args)})
 
 
-def benchmark(args, work: Path) -> None:
+def run_as_normal_user(args) -> dict[str, dict]:
+    """The same benchmark as tests/normal_user.py's user, from its own checkout (refreshed from this one) and
+    virtualenv; returns {user name: its headline figures}. Its whole output is printed as it was."""
+    sys.path.insert(0, str(KIT / "tests"))
+    import normal_user
+
+    user, kit = normal_user.prepare_checkout()
+    figures_file = Path("/tmp") / f"bench-nbgrader-{user.pw_name}-{os.getpid()}.json"
+    argv = [str(kit / ".venv/bin/python"), "benchmarks/bench_nbgrader.py", "--students", str(args.students),
+            "--chunks", str(args.chunks), "--jobs", str(args.jobs), "--figures-json", str(figures_file)]
+    print(f"\n==================== the same benchmark as the normal user {user.pw_name} ({kit}) ====================",
+          flush=True)
+    run = normal_user.run_as(user, argv, kit, timeout=6 * 3600)
+    print(run.stdout + run.stderr, flush=True)
+    if run.returncode != 0:
+        raise SystemExit(f"the benchmark failed as {user.pw_name} (exit {run.returncode})")
+    figures = json.loads(figures_file.read_text())
+    figures_file.unlink()
+    return {user.pw_name: figures}
+
+
+def side_by_side(runs: dict[str, dict]) -> None:
+    print("\nSide by side (medians over the chunks of each run):")
+    print(f"{'user':>14}  {'isolation':>22}  {'warm':>5}  {'start-up (s)':>12}  {'overhead/sub (s)':>16}  "
+          f"{'nbgrader s/sub':>14}  {'ours s/sub':>10}  {'nbgrader/ours':>13}")
+    for user, f in runs.items():
+        print(f"{user:>14}  {f['isolation']:>22}  {str(f['warm_start']):>5}  {f['startup_seconds']:12.2f}  "
+              f"{f['overhead_seconds']:16.3f}  {f['nbgrader_per_submission']:14.2f}  {f['ours_per_submission']:10.2f}  "
+              f"{f['ratio']:13.1f}")
+
+
+def benchmark(args, work: Path) -> dict:
     load_start = os.getloadavg()
     print(f"Machine: {os.cpu_count()} CPUs (nproc {len(os.sched_getaffinity(0))}), load average "
           f"{' '.join(f'{x:.2f}' for x in load_start)}; python {sys.version.split()[0]}; kit {KIT}")
@@ -611,6 +653,12 @@ def benchmark(args, work: Path) -> None:
     print()
     print(f"Median seconds per submission over the chunks: nbgrader {nb_median:.2f}, autograder {ours_median:.2f} "
           f"(--jobs {args.jobs}); nbgrader / autograder = {nb_median / ours_median:.2f}")
+    # Start-up: from `autograder grade`'s process start to the first student's grading (summary.json's timing).
+    startups = [json.loads((work / f"out_{k}" / "summary.json").read_text()).get("timing", {}).get("startup_seconds")
+                for k in range(len(chunks))]
+    startups = [x for x in startups if x is not None]
+    print(f"Ours, start-up (process start to the first student's grading, canaries beside it): median "
+          f"{median_or_na(startups)} over {len(startups)} runs ({', '.join(f'{x:.2f}' for x in startups)})")
 
     documents = {}
     for k in range(len(chunks)):
@@ -688,6 +736,14 @@ def benchmark(args, work: Path) -> None:
     print(f"Agreement per function (all points or not): {agree} of {pairs} (student, function) pairs")
     for line in differing:
         print(f"  differs: {line}")
+    warm = {(d.get("extra_data") or {}).get("warm_start") for d in documents.values()} - {None}
+    return {"user": os.environ.get("USER") or str(os.geteuid()), "isolation": ", ".join(isolations),
+            "warm_start": warm == {True} if warm else None,
+            "startup_seconds": statistics.median(startups) if startups else float("nan"),
+            "overhead_seconds": statistics.median(overheads) if overheads else float("nan"),
+            "nbgrader_per_submission": nb_median, "ours_per_submission": ours_median,
+            "ratio": nb_median / ours_median, "students": len(students), "chunks": len(chunks),
+            "agreement_per_function": f"{agree} of {pairs}"}
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ import pytest
 from autograder import REPO_ROOT
 from autograder.course import load_course
 from autograder.build_class import build_class, expectations
+from autograder.sandbox import isolation_level, warm_available
 from autograder.validate import check_expectation
 
 COURSE = load_course()
@@ -62,6 +63,9 @@ def test_the_run_records_its_start_up_and_leaves_no_held_results(graded_class):
     assert 0 <= summary["timing"]["overhead_seconds_median"] < 60
     began = [results(out, s)["extra_data"]["timing"]["began"] for s in expectations(CLASS_SPEC)]
     assert max(began) - min(began) < 900
+    # Every student ran in a zygote the warm parent started beside its imports (none started by a worker later).
+    sources = {results(out, s)["extra_data"]["zygote"] for s in expectations(CLASS_SPEC)} - {None}
+    assert sources == ({"warm parent"} if warm_available(isolation_level()) else set())
 
 
 def test_results_follow_gradescope_schema(graded_class):

@@ -44,9 +44,16 @@ def base_environment() -> dict[str, str]:
 
 
 def start_early(preload: tuple[str, ...] = DEFAULT_PRELOAD) -> None:
-    """Starts this process's first zygote in the background (see zygote.start_early): a grading worker calls it at
-    its start, before the slow work it can overlap with."""
-    zygotes.start_early(isolation_level(), tuple(preload), base_environment())
+    """Gets this process's first zygote going: a grading worker calls it at its start, before the slow work it can
+    overlap with. A worker forked from the warm parent takes one of the parent's zygotes (zygote.claim_prestarted);
+    otherwise one starts in the background (zygote.start_early)."""
+    if not zygotes.claim_prestarted(isolation_level(), tuple(preload), base_environment()):
+        zygotes.start_early(isolation_level(), tuple(preload), base_environment())
+
+
+def prestart_zygotes(preload: tuple[str, ...], count: int) -> None:
+    """The warm parent's zygotes, one per grading worker it will fork (zygote.prestart)."""
+    zygotes.prestart(isolation_level(), tuple(preload), base_environment(), count)
 
 
 class _Resources:
@@ -121,6 +128,15 @@ class Sandbox:
             return (f"per student: {self.limits.memory_mb} MB, {self.limits.processes} processes and one CPU for all "
                     f"its processes together (cgroup {self._resources.group.version})")
         return (f"per process: {self.limits.memory_mb} MB each (RLIMIT_DATA; no cgroup: {cgroups.support()[1]})")
+
+    @property
+    def zygote_source(self) -> str | None:
+        """Where this sandbox's zygote came from: "warm parent" (started by the warm parent beside its own imports,
+        autograder/warm_parent.py), "this process", or None (a cold start)."""
+        zygote = self._resources.zygote
+        if zygote is None:
+            return None
+        return "this process" if zygote.owner == os.getpid() else "warm parent"
 
     @property
     def load_report(self) -> list[dict]:

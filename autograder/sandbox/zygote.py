@@ -7,6 +7,7 @@ import atexit
 import concurrent.futures
 import marshal
 import os
+import select
 import shutil
 import signal
 import socket
@@ -35,7 +36,11 @@ class _Zygote:
     (_STARTER): bwrap's --die-with-parent is tied to the thread that started it.
     """
 
-    def __init__(self, level: str, preload: tuple[str, ...], env: dict[str, str]):
+    def __init__(self, level: str, preload: tuple[str, ...], env: dict[str, str], greet: bool = True):
+        """`greet=False` (the warm parent's zygotes, see prestart): return once it is started, without waiting for
+        its imports (greet() waits), and send its output to a file instead of a reader thread, since the process
+        that starts it is then forked."""
+        self.owner = os.getpid()  # only this process stops it (workers forked from the warm parent share it)
         self.level = level
         self.preload = preload
         self.base_env = dict(env)  # what a replacement is started with
@@ -48,7 +53,11 @@ class _Zygote:
         config = {"prefix": sys.prefix, "exec_prefix": sys.exec_prefix, "path": policy._child_path(),
                   "preload": list(preload)}
         self.control, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        out_r, out_w = os.pipe()
+        if greet:
+            out_r, out_w = os.pipe()
+        else:
+            out_r, self.log_file = -1, self.scratch.with_name(self.scratch.name + ".log")
+            out_w = os.open(self.log_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         fds: tuple[int, ...] = ()
         try:
             if level == "bubblewrap":
@@ -63,7 +72,8 @@ class _Zygote:
                                          pass_fds=(theirs.fileno(), *fds), close_fds=True, cwd="/", env=env,
                                          start_new_session=True, preexec_fn=_preexec([]))
         except BaseException:
-            os.close(out_r)
+            if out_r >= 0:
+                os.close(out_r)
             self.control.close()
             shutil.rmtree(self.scratch, ignore_errors=True)
             raise
@@ -71,14 +81,21 @@ class _Zygote:
             for fd in (out_w, theirs.fileno(), *fds):
                 os.close(fd)
             theirs.detach()
-        self.out = _OutputPipe(out_r, self.log)
+        self.pidfd = os.pidfd_open(self.proc.pid)  # its liveness, for every process that shares it
+        self.out = _OutputPipe(out_r, self.log) if out_r >= 0 else None
+        if greet:
+            self.greet()
+
+    def greet(self) -> None:
+        """Waits for the zygote's imports to end ("ready"); raises RuntimeError (after closing it) if they fail."""
         try:
             if self._line(ZYGOTE_START_TIMEOUT) != b"ready":
                 raise RuntimeError("it did not greet")
-            self.host_pid = _python_of(self.proc.pid, level)  # the zygote's python, as this machine numbers it
+            self.host_pid = _python_of(self.proc.pid, self.level)  # the zygote's python, as this machine numbers it
         except Exception as exc:
+            output = self.log.text() if self.out is not None else _tail(self.log_file)
             self.close()
-            raise RuntimeError(f"the zygote did not start ({exc}); its output: {self.log.text()[-1500:]!r}") from None
+            raise RuntimeError(f"the zygote did not start ({exc}); its output: {output[-1500:]!r}") from None
 
     def _line(self, timeout: float) -> bytes:
         self.control.settimeout(timeout)
@@ -91,7 +108,7 @@ class _Zygote:
         return data.strip()
 
     def alive(self) -> bool:
-        return self.proc.poll() is None
+        return not select.select([self.pidfd], [], [], 0)[0]  # a pidfd is readable once the process has ended
 
     def fork(self, request: dict, fds: list[int]) -> tuple[int, int]:
         """Asks for a student process with these pipes (request, reply, output, status, kill); returns a pidfd of
@@ -111,6 +128,8 @@ class _Zygote:
             raise RuntimeError(f"the keeper (pid {inner} in the zygote) cannot be found")
 
     def close(self) -> None:
+        if os.getpid() != self.owner:
+            return  # a worker forked from the warm parent: the parent stops the zygotes it started
         try:
             os.killpg(self.proc.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError, AttributeError):
@@ -118,9 +137,25 @@ class _Zygote:
         if hasattr(self, "proc"):
             self.proc.wait()
         self.control.close()
-        if hasattr(self, "out"):
+        if getattr(self, "out", None) is not None:
             self.out.close()
+        if hasattr(self, "pidfd"):
+            os.close(self.pidfd)
+            del self.pidfd
         remove_tree(self.scratch)
+        for extra in (getattr(self, "log_file", None), getattr(self, "claim_file", None)):
+            if extra is not None:
+                extra.unlink(missing_ok=True)
+
+
+def _tail(path: Path) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 4096))
+            return f.read().decode(errors="replace")
+    except OSError:
+        return ""
 
 
 _STARTER = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="zygote-starter")
@@ -156,6 +191,60 @@ def start_early(level: str, preload: tuple[str, ...], env: dict[str, str]) -> No
     with _zygote_lock:
         if key not in _starting and not _idle_zygotes.get(key):
             _starting[key] = _STARTER.submit(_Zygote, level, preload, env)
+
+
+_prestarted: list[_Zygote] = []  # the warm parent's zygotes, one for each grading worker it will fork
+_claims: list[int] = []  # in a worker: the locked claim file of the pre-started zygote it took
+
+
+def prestart(level: str, preload: tuple[str, ...], env: dict[str, str], count: int) -> None:
+    """In the warm parent (autograder/warm_parent.py), before its own imports: starts `count` zygotes, whose
+    imports then run beside the parent's. greet_prestarted() waits for them; each worker forked from the parent
+    takes one for itself (claim_prestarted)."""
+    if not warm_available(level):
+        return
+    for _ in range(count):
+        zygote = _Zygote(level, preload, env, greet=False)
+        zygote.claim_file = zygote.scratch.with_name(zygote.scratch.name + ".claim")
+        zygote.claim_file.touch(mode=0o600)
+        _prestarted.append(zygote)
+        _all_zygotes.append(zygote)
+
+
+def greet_prestarted() -> list[str]:
+    """In the warm parent, after its imports: waits for its zygotes; returns why any failed (those are dropped,
+    and the workers without one start their own)."""
+    problems = []
+    for zygote in list(_prestarted):
+        try:
+            zygote.greet()
+        except RuntimeError as exc:
+            problems.append(str(exc))
+            _prestarted.remove(zygote)
+    return problems
+
+
+def claim_prestarted(level: str, preload: tuple[str, ...], env: dict[str, str]) -> bool:
+    """In a grading worker forked from the warm parent: takes a pre-started zygote no other worker has taken (an
+    exclusive lock on its claim file, held for this worker's life: a worker that dies frees it) and makes it this
+    process's idle zygote. False if none is left (the worker then starts its own)."""
+    import fcntl
+
+    key = _zygote_key(level, preload, env)
+    for zygote in _prestarted:
+        if zygote.key != key or not zygote.alive() or getattr(zygote, "host_pid", None) is None:
+            continue
+        fd = os.open(zygote.claim_file, os.O_RDONLY | os.O_CLOEXEC)  # this process's own open file: its own lock
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            continue
+        _claims.append(fd)
+        with _zygote_lock:
+            _idle_zygotes.setdefault(key, []).append(zygote)
+        return True
+    return False
 
 
 def _lease_zygote(level: str, preload: tuple[str, ...], env: dict[str, str]) -> _Zygote:
