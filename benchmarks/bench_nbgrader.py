@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import random
 import shutil
 import statistics
@@ -737,7 +738,7 @@ def benchmark(args, work: Path) -> dict:
     for line in differing:
         print(f"  differs: {line}")
     warm = {(d.get("extra_data") or {}).get("warm_start") for d in documents.values()} - {None}
-    return {"user": os.environ.get("USER") or str(os.geteuid()), "isolation": ", ".join(isolations),
+    return {"user": pwd.getpwuid(os.geteuid()).pw_name, "isolation": ", ".join(isolations),
             "warm_start": warm == {True} if warm else None,
             "startup_seconds": statistics.median(startups) if startups else float("nan"),
             "overhead_seconds": statistics.median(overheads) if overheads else float("nan"),

@@ -60,6 +60,7 @@ def test_example_class_gets_the_same_grades_as_root_with_the_warm_start(instruct
         assert document["extra_data"]["isolation"] == isolation_level()
         if document["extra_data"]["warm_start"] is not None:  # None: nothing of the student could be loaded
             assert document["extra_data"]["warm_start"] is True, f"{student} started cold as {NAME}"
+            assert document["extra_data"]["zygote"] == "warm parent", f"{student}: its worker started its zygote late"
 
 
 def test_sandbox_and_canary_tests_pass_as_a_normal_user(instructor):
