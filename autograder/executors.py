@@ -10,6 +10,7 @@ import json
 import multiprocessing
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import traceback
@@ -28,8 +29,9 @@ def _grade_locally(pending: list, options: GradeOptions, jobs: int, finished, ca
     attempts = {sub.student: 0 for sub in pending}
     alone: set[str] = set()  # hit a time limit while others were graded too: graded again, on their own, at the end
     while remaining:
-        with concurrent.futures.ProcessPoolExecutor(max_workers=max(1, jobs), mp_context=context,
-                                                    initializer=_start_worker, initargs=(options,)) as pool:
+        pool = concurrent.futures.ProcessPoolExecutor(max_workers=max(1, jobs), mp_context=context,
+                                                      initializer=_start_worker, initargs=(options,))
+        try:
             if canaries is not None:
                 runs = {name: pool.submit(_grade_in_worker, name, str(folder), canaries.options)
                         for name, folder in canaries.folders.items()}
@@ -59,21 +61,38 @@ def _grade_locally(pending: list, options: GradeOptions, jobs: int, finished, ca
                     if attempts[student] >= 2:
                         finished(student, crash_document(student, options, "the grading worker died twice"))
                         remaining.pop(student)
+        except KeyboardInterrupt:
+            _stop(pool)  # Ctrl-C: queued students are dropped, not graded first (a plain shutdown would wait)
+            raise
+        pool.shutdown(wait=True)
+
+
+def _stop(pool: concurrent.futures.ProcessPoolExecutor) -> None:
+    """Drops the queued work and ends the workers now (their sandboxes die with them); a student being graded
+    leaves no result, as results.json is written last and atomically. Python 3.11 has no public call to end a
+    pool's workers (3.14 adds terminate_workers), hence its process table."""
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in list((getattr(pool, "_processes", None) or {}).values()):
+        process.terminate()
+    for process in list((getattr(pool, "_processes", None) or {}).values()):
+        process.join(timeout=5)
+        if process.is_alive():
+            process.kill()
 
 
 def _start_worker(options: GradeOptions) -> None:
     """Runs once in each local grading worker, so that its slow starts overlap instead of following one another
     for its first submission: a zygote imports the course's libraries in its sandbox (in the background) while this
     process collects the graders (in the session's thread) and loads the reference."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the batch process's to handle: it stops the workers
     try:
-        from autograder.grade import GRADERS_DIR
+        from autograder.grade import GRADERS_DIR, reference_for
         from autograder.pytest_plugin import session_for
-        from autograder.reference import load_reference
         from autograder.sandbox import start_early
 
         start_early(tuple(options.assignment.preload))
         session_for(str(GRADERS_DIR), dict(options.assignment.points))
-        load_reference()
+        reference_for(options)
     except Exception:  # nothing is lost: the first submission starts whatever is missing, and reports failures
         pass
 
@@ -162,19 +181,50 @@ def canaries_remote(options: GradeOptions) -> dict[str, dict]:
         shutil.rmtree(canaries.scratch, ignore_errors=True)
 
 
+class DaskUnavailable(Exception):
+    """The Dask scheduler cannot be used: `usage` True for an address that is malformed or does not answer (exit 2),
+    False for a scheduler with no worker within the time allowed (exit 3). The message says which and what to do."""
+
+    def __init__(self, message: str, usage: bool):
+        super().__init__(message)
+        self.usage = usage
+
+
+def _connect(scheduler: str, cluster, timeout: float):
+    """A Dask client with at least one worker, or DaskUnavailable within about `timeout` seconds (Dask itself would
+    retry a wrong address for 30 s and then print its traceback, and wait for a worker forever)."""
+    from distributed import Client
+
+    try:
+        client = Client(cluster if cluster is not None else scheduler, timeout=f"{timeout}s")
+    except (OSError, TimeoutError, ValueError, TypeError) as exc:
+        raise DaskUnavailable(f"cannot reach the Dask scheduler at {scheduler!r} within {timeout:g} s "
+                              f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'no answer'}). "
+                              "Check the address (e.g. tcp://10.0.0.5:8786) and that `dask scheduler` runs there.",
+                              usage=True) from None
+    try:
+        client.wait_for_workers(1, timeout=timeout)
+    except (TimeoutError, OSError) as exc:
+        client.close()
+        raise DaskUnavailable(f"the Dask scheduler at {scheduler} has no worker: none joined within {timeout:g} s "
+                              f"(--dask-timeout). Start workers with `.venv/bin/dask worker {scheduler} --nthreads 1`."
+                              f" ({type(exc).__name__})", usage=False) from None
+    return client
+
+
 def _grade_on_dask(root: Path, pending: list, options: GradeOptions, scheduler: str, jobs: int, finished,
-                   canaries: "_Canaries | None") -> None:
+                   canaries: "_Canaries | None", timeout: float = 60.0) -> None:
     """Submissions spread over a Dask distributed cluster (`scheduler`: its address, or "local" for a LocalCluster
     of `jobs` processes here). Each worker process keeps its own grader session and warm sandbox, as a local
     worker does; at most a few submissions per worker are in flight, so memory stays flat for large classes.
     Every worker first grades the canaries in its own environment; a worker that fails them takes no
     submissions, and if every worker fails, CanaryFailed says why."""
-    from distributed import Client, LocalCluster, as_completed
+    from distributed import LocalCluster, as_completed
 
     cluster = LocalCluster(n_workers=max(1, jobs), threads_per_worker=1, processes=True,
                            dashboard_address=None) if scheduler == "local" else None
     try:
-        with Client(cluster if cluster is not None else scheduler) as client:
+        with _connect(scheduler, cluster, timeout) as client:
             addresses = sorted(client.scheduler_info().get("workers", {}))
             good = _dask_workers_passing_canaries(client, addresses, options, canaries) if canaries else addresses
             waiting = iter(pending)
@@ -206,16 +256,20 @@ def _grade_on_dask(root: Path, pending: list, options: GradeOptions, scheduler: 
 
             for _ in range(4 * max(1, len(good))):
                 submit_next()
-            for future in running:
-                student = students.pop(future.key)
-                document = collect(future, student)
-                if (len(good) > 1 or jobs > 1) and document["extra_data"].get("timed_out"):
-                    alone.append(student)
-                else:
-                    finished(student, document)
-                submit_next()
-            for student in alone:  # one at a time: nothing else is graded meanwhile
-                finished(student, collect(submit(by_name[student], regrade=True), student))
+            try:
+                for future in running:
+                    student = students.pop(future.key)
+                    document = collect(future, student)
+                    if (len(good) > 1 or jobs > 1) and document["extra_data"].get("timed_out"):
+                        alone.append(student)
+                    else:
+                        finished(student, document)
+                    submit_next()
+                for student in alone:  # one at a time: nothing else is graded meanwhile
+                    finished(student, collect(submit(by_name[student], regrade=True), student))
+            except KeyboardInterrupt:  # Ctrl-C: what is in flight is cancelled on the workers, not waited for
+                client.cancel(list(running.futures), force=True)
+                raise
     finally:
         if cluster is not None:
             cluster.close()
