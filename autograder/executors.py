@@ -71,10 +71,11 @@ def _stop(pool: concurrent.futures.ProcessPoolExecutor) -> None:
     """Drops the queued work and ends the workers now (their sandboxes die with them); a student being graded
     leaves no result, as results.json is written last and atomically. Python 3.11 has no public call to end a
     pool's workers (3.14 adds terminate_workers), hence its process table."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())  # shutdown() forgets them
     pool.shutdown(wait=False, cancel_futures=True)
-    for process in list((getattr(pool, "_processes", None) or {}).values()):
+    for process in processes:
         process.terminate()
-    for process in list((getattr(pool, "_processes", None) or {}).values()):
+    for process in processes:
         process.join(timeout=5)
         if process.is_alive():
             process.kill()
@@ -197,7 +198,10 @@ def _connect(scheduler: str, cluster, timeout: float):
 
     try:
         client = Client(cluster if cluster is not None else scheduler, timeout=f"{timeout}s")
-    except (OSError, TimeoutError, ValueError, TypeError) as exc:
+    except (ValueError, TypeError) as exc:
+        raise DaskUnavailable(f"{scheduler!r} is not a Dask scheduler address ({exc}); e.g. tcp://10.0.0.5:8786, or "
+                              "'local' for a cluster on this machine", usage=True) from None
+    except (OSError, TimeoutError) as exc:
         raise DaskUnavailable(f"cannot reach the Dask scheduler at {scheduler!r} within {timeout:g} s "
                               f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'no answer'}). "
                               "Check the address (e.g. tcp://10.0.0.5:8786) and that `dask scheduler` runs there.",
