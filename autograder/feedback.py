@@ -16,6 +16,10 @@ window.addEventListener("load", function () {
   var images = Array.prototype.slice.call(document.images);
   var broken = images.filter(function (img) { return !img.complete || img.naturalWidth === 0; }).length;
   document.body.dataset.images = images.length + " images, " + broken + " broken";
+  /* each image: its width on the page / its own width in pixels / the width of the column it sits in */
+  document.body.dataset.sizes = images.map(function (img) {
+    return Math.round(img.getBoundingClientRect().width) + "/" + img.naturalWidth + "/" +
+      Math.round(img.parentElement.getBoundingClientRect().width); }).join(" ");
 });
 </script>
 """
@@ -30,7 +34,8 @@ text-align: left; vertical-align: top; } th { background: #f4f4f4; } td.num { te
 tr.passed td.status { color: #1a7f37; } tr.failed td.status { color: #c62828; font-weight: 600; }
 pre { background: #f7f7f7; padding: .75rem; overflow-x: auto; white-space: pre-wrap; }
 .score { font-size: 1.4rem; font-weight: 600; }
-figure { margin: 1.5rem 0; } figure img { max-width: 100%; } figcaption { margin-bottom: .4rem; }
+figure { margin: 1.5rem 0; } figure img { display: block; width: 100%; height: auto; }
+figcaption { margin-bottom: .4rem; }
 </style>
 """ + PAGE_CHECK_SCRIPT + """</head><body>
 <h1>{{ doc.extra_data.assignment }}: feedback for {{ doc.extra_data.student }}</h1>

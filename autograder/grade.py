@@ -103,7 +103,13 @@ def grade_one(student: str, folder: str, options: GradeOptions, alone: bool = Fa
     if len(submission.problems) > MAX_LOAD_PROBLEMS:
         problems.append(f"... and {len(submission.problems) - MAX_LOAD_PROBLEMS} more problems with the files "
                         "(output was cut)")
-    notes = [f"Isolation: {options.isolation}."] + problems
+    # What students read is what they can act on: the isolation and memory limit are the instructor's, in
+    # extra_data and output.txt. Notebooks the assignment expects and the submission lacks come first.
+    missing = [name for name in options.assignment.notebooks if name not in submission.files]
+    notes = ([f"Missing notebook{'s' if len(missing) > 1 else ''}: {', '.join(missing)} (expected: "
+              f"{', '.join(options.assignment.notebooks)}); what they define could not be graded."] if missing else [])
+    notes += problems
+    memory_limit = None
     if alone:
         notes.append("Graded again on its own: a time limit was hit while other submissions were graded at the "
                      "same time, so this result, with nothing else running, is the one that counts.")
@@ -123,16 +129,18 @@ def grade_one(student: str, folder: str, options: GradeOptions, alone: bool = Fa
                          deadline=started + options.timeout) as sandbox:
                 load_report = [dict(r, error=cut(r["error"], MAX_MESSAGE), traceback=cut(r["traceback"], MAX_TRACEBACK))
                                for r in sandbox.load_report]
+                _name_cells(load_report, submission.folder)
                 reference = reference_for(options)
                 context = GradingContext(student, sandbox, dict(options.assignment.points), options.assignment.seed,
                                          _tolerance(options), deadline=started + options.timeout, reference=reference)
                 run_graders(context, str(GRADERS_DIR))
                 if context.results and any(r.score > 0 for r in context.results):
-                    figures = feedback_plots(Student(sandbox, context.deadline), reference)
+                    failed = {r.function for r in context.results if r.status != "passed"}
+                    figures = feedback_plots(Student(sandbox, context.deadline), reference, failed)
                 output = sandbox.output()
                 student_seconds = sandbox.student_seconds
                 warm = sandbox.warm
-                notes.append(f"Memory limit: {sandbox.memory_scope}.")
+                memory_limit = sandbox.memory_scope
                 timed_out = sandbox.timeouts > 0 or time.monotonic() >= context.deadline
         finally:
             remove_tree(scratch)  # whatever the student left there (without bubblewrap it writes to this disk)
@@ -143,10 +151,14 @@ def grade_one(student: str, folder: str, options: GradeOptions, alone: bool = Fa
                   "tags": [r.function]} for r in context.results]
         if context.collection_errors:
             tests = empty_tests(options.assignment, "internal grader error: the graders could not be collected")
+    tests.sort(key=lambda test: test["status"] == "passed")  # failing tests first (stable: graders' order within)
     document = results_document(student, tests, options, time.monotonic() - started, notes, load_report,
                                 submission.files, submission.timestamp())
+    document["extra_data"]["memory_limit"] = memory_limit  # None: no student code was run
+    document["extra_data"]["missing_notebooks"] = missing
 
-    write_atomic(out_dir / "output.txt", output or "(no output)\n")
+    write_atomic(out_dir / "output.txt", f"[autograder] Isolation: {options.isolation}. Memory limit: "
+                 f"{memory_limit or 'none applied (no student code was run)'}.\n" + (output or "(no output)\n"))
     if grader_errors:
         write_atomic(out_dir / "grader_errors.txt", "\n\n".join(grader_errors))
     write_feedback(out_dir / "feedback.html", document, figures)
@@ -160,6 +172,36 @@ def grade_one(student: str, folder: str, options: GradeOptions, alone: bool = Fa
     document["extra_data"]["submission_sha256"] = submission_digest(Path(folder))  # what --resume compares
     write_atomic(out_dir / RESULTS_FILE, json.dumps(document, indent=2, allow_nan=False))
     return document
+
+
+def _name_cells(load_report: list[dict], folder: Path) -> None:
+    """Adds to each cell's load problem the name a student can find it by (`cell`): the nbgrader id of the cell
+    (check_rnn_backward, the public check that failed), else its number counted from 1 and its first line, in
+    place of a 0-based index over all cells. The notebook is read as data (JSON), as the submission reader does."""
+    notebooks: dict[str, list] = {}
+    for problem in load_report:
+        name, index = problem.get("file"), problem.get("index")
+        if index is None or not str(name).endswith(".ipynb"):
+            continue
+        if name not in notebooks:
+            path = folder / name
+            try:
+                cells = json.loads(path.read_text(encoding="utf-8"))["cells"] if path.is_file() and not \
+                    path.is_symlink() and path.stat().st_size <= 100 * 2**20 else []
+            except (OSError, ValueError, KeyError, TypeError, RecursionError):
+                cells = []
+            notebooks[name] = cells if isinstance(cells, list) else []
+        cells = notebooks[name]
+        cell = cells[index] if isinstance(index, int) and 0 <= index < len(cells) else None
+        cell = cell if isinstance(cell, dict) else {}
+        metadata = cell.get("metadata") if isinstance(cell.get("metadata"), dict) else {}
+        grade_id = (metadata.get("nbgrader") or {}).get("grade_id") if isinstance(metadata.get("nbgrader"), dict) \
+            else None
+        source = cell.get("source", "")
+        source = "".join(source) if isinstance(source, list) else str(source)
+        first = next((line.strip() for line in source.splitlines() if line.strip()), "")
+        problem["cell"] = (str(grade_id)[:80] if grade_id else
+                           f"cell {index + 1}" + (f" ({first[:50]}{'...' if len(first) > 50 else ''})" if first else ""))
 
 
 def _peak_rss_mb() -> float:
