@@ -82,7 +82,29 @@ text-align: left; } th { background: #f4f4f4; } td.num { text-align: right; } im
 {{ summary.full_marks }} with full marks, {{ summary.zero }} with zero. Isolation: {{ summary.isolation }}.
 {% if summary.grader_errors %}<strong>Grader errors for {{ summary.grader_errors|join(", ") }}</strong>
 (see their grader_errors.txt).{% endif %}</p>
+{% if summary.not_graded is defined and summary.not_graded %}<p><strong>Interrupted: {{ summary.not_graded }}
+submission(s) not graded yet</strong>; run the same command with --resume to grade them.</p>{% endif %}
 {% if histogram %}<img alt="score histogram" src="data:image/png;base64,{{ histogram }}">{% endif %}
+{% if summary.written is defined %}<h2>Written answers</h2>
+<p>{% if not summary.written.known %}{% if summary.written.answers is defined %}{{ summary.written.answers }} written
+answers ({{ "%g"|format(summary.written.points) }} points) are graded by hand (formgrader) and are not in the scores
+above; their status is not known here: grade with --gradebook to see it.{% else %}Not known here.{% endif %}
+{% else %}{{ summary.written.answers }} written answers ({{ "%g"|format(summary.written.points) }} points), graded by
+hand in formgrader: all graded for {{ summary.written.graded }} of {{ summary.students }} students{% if
+summary.written.mean is not none %} (mean {{ "%g"|format(summary.written.mean) }} / {{ "%g"|format(summary.written.points)
+}}){% endif %}; {{ summary.written.waiting }} waiting.{% endif %}</p>{% endif %}
+{% if summary.lateness is defined %}<h2>Lateness</h2>
+<p>{{ summary.lateness.on_time }} on time, {{ summary.lateness.late }} late, {{ summary.lateness.no_timestamp }}
+without a timestamp (counted as on time); {{ "%g"|format(summary.lateness.points_taken_off) }} points taken off by
+the late policy in all.{% if summary.lateness.days_late %} Late: {% for student, days in
+summary.lateness.days_late|dictsort %}{{ student }} ({{ days }} day{{ "s" if days > 1 }}){{ ", " if not loop.last
+}}{% endfor %}.{% endif %}</p>{% endif %}
+{% if summary.functions is defined %}<h2>Graded functions</h2>
+<table><tr><th>function</th><th>points</th><th>class mean</th><th>all points</th></tr>
+{% for row in summary.functions %}<tr><td>{{ row.function }}</td><td class="num">{{ "%g"|format(row.points) }}</td>
+<td class="num">{{ "%.2f"|format(row.mean) if row.mean is not none else "" }}</td>
+<td class="num">{{ "%.0f"|format(100 * row.pass_rate) if row.pass_rate is not none else "" }}%</td></tr>
+{% endfor %}</table>{% endif %}
 <h2>Most common failing tests</h2>
 <table><tr><th>test</th><th>failed by</th><th>pass rate</th></tr>
 {% for row in rows[:10] if row.failed %}<tr><td>{{ row.name }}</td><td class="num">{{ row.failed }}</td>
@@ -100,21 +122,32 @@ text-align: left; } th { background: #f4f4f4; } td.num { text-align: right; } im
 """)
 
 
-def _histogram(scores: list[float], max_score: float) -> str:
-    import base64
-    import io
-
+def histogram_figure(scores: list[float], max_score: float):
+    """The class's score histogram as a matplotlib figure (the caller closes it)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
-    fig, ax = plt.subplots(figsize=(6.5, 3))
+    fig, ax = plt.subplots(figsize=(9.6, 3.6))
     ax.hist(scores, bins=min(20, max(5, len(scores))), range=(0, max_score), color="tab:blue", edgecolor="white")
     ax.set_xlabel("score")
     ax.set_ylabel("students")
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))  # a count of students: no 0.5 ticks
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    return fig
+
+
+def _histogram(scores: list[float], max_score: float) -> str:
+    import base64
+    import io
+
+    import matplotlib.pyplot as plt
+
+    fig = histogram_figure(scores, max_score)
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=80, bbox_inches="tight")
+    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
     plt.close(fig)
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 

@@ -313,10 +313,11 @@ def grade_batch(submissions_dir: Path, options: GradeOptions, jobs: int = 1, res
         if canaries is not None:
             canaries.cleanup()
     write_grades_csv(options.out, tally)
+    not_graded = len({sub.student for sub in submissions} - set(tally.students))
     summary = write_summary(options.out, tally, options, time.monotonic() - started,
-                            canaries.verdict if canaries is not None else "not run")
+                            canaries.verdict if canaries is not None else "not run", not_graded)
     if interrupted:
-        raise GradingInterrupted(summary, len(submissions) - len(tally.students))
+        raise GradingInterrupted(summary, not_graded)
     return summary
 
 
