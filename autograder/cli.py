@@ -203,11 +203,13 @@ def grade(submissions: Path, out: Path, jobs: int, timeout: float | None, resume
         click.echo(f"error: {exc}", err=True)
         sys.exit(2 if exc.usage else 3)
     except GradingInterrupted as exc:
+        import shlex
+
         again = [a for a in sys.argv[1:] if a != "--resume"]
         click.echo(f"\nInterrupted: {exc.summary['students']} submission(s) graded, {exc.pending} not. "
                    f"{out / 'grades.csv'} and {out / 'summary.html'} list the students who finished.\n"
                    f"To grade the rest, run the same command with --resume:\n"
-                   f"  autograder {' '.join(again)} --resume", err=True)
+                   f"  autograder {shlex.join(again)} --resume", err=True)
         sys.exit(130)
     finally:
         staging.cleanup()

@@ -156,10 +156,19 @@ def grade_remote(student: str, entries: list, inner: str, options: GradeOptions,
         out = Path(scratch) / "out"
         from autograder.sandbox import isolation_level
 
-        here = dataclasses.replace(options, out=out, isolation=isolation_level())  # this worker's, not the client's
+        here = dataclasses.replace(_on_this_worker(options), out=out, isolation=isolation_level())
         _grade_in_worker(student, str(entry / inner), here, alone)
         folder = student_dir(out, student)
         return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _on_this_worker(options: GradeOptions) -> GradeOptions:
+    """The options as a Dask worker uses them: its own isolation, and the course root sent by the client if this
+    machine has it at the same path, else the worker's own checkout (cloned at the same commit, as the README
+    says; its canaries then prove that its reference gives the known scores)."""
+    if options.root is not None and not (options.solutions_dir / options.assignment.id).is_dir():
+        return dataclasses.replace(options, root=None)
+    return options
 
 
 def _write_remote_results(out_dir: Path, files: dict[str, bytes]) -> dict:
@@ -174,7 +183,7 @@ def canaries_remote(options: GradeOptions) -> dict[str, dict]:
     environment, sandbox and limits); returns their results documents."""
     from autograder.sandbox import isolation_level
 
-    canaries = _Canaries(dataclasses.replace(options, isolation=isolation_level()))
+    canaries = _Canaries(dataclasses.replace(_on_this_worker(options), isolation=isolation_level()))
     try:
         return {name: _grade_in_worker(name, str(folder), canaries.options)
                 for name, folder in canaries.folders.items()}

@@ -16,10 +16,12 @@ window.addEventListener("load", function () {
   var images = Array.prototype.slice.call(document.images);
   var broken = images.filter(function (img) { return !img.complete || img.naturalWidth === 0; }).length;
   document.body.dataset.images = images.length + " images, " + broken + " broken";
-  /* each image: its width on the page / its own width in pixels / the width of the column it sits in */
+  /* each image: its width on the page / its own width in pixels / the width of the column it sits in / where
+     it is (left/top, for a screenshot to be compared with) */
   document.body.dataset.sizes = images.map(function (img) {
-    return Math.round(img.getBoundingClientRect().width) + "/" + img.naturalWidth + "/" +
-      Math.round(img.parentElement.getBoundingClientRect().width); }).join(" ");
+    var box = img.getBoundingClientRect();
+    return [box.width, img.naturalWidth, img.parentElement.getBoundingClientRect().width, box.left,
+            box.top + window.scrollY].map(Math.round).join("/"); }).join(" ");
 });
 </script>
 """
@@ -44,7 +46,7 @@ figcaption { margin-bottom: .4rem; }
 <h2>Tests</h2>
 <table>
 <tr><th>test</th><th>status</th><th>points</th><th>message</th></tr>
-{% for test in doc.tests %}
+{% for test in tests %}
 <tr class="{{ test.status }}"><td>{{ test.name }}</td><td class="status">{{ test.status }}</td>
 <td class="num">{{ "%g"|format(test.score) }} / {{ "%g"|format(test.max_score) }}</td><td>{{ test.output }}</td></tr>
 {% endfor %}
@@ -60,7 +62,8 @@ Written answers are graded by hand and are not included here.</p>
 
 
 def render_feedback(document: dict, figures: list[dict] | None = None) -> str:
-    return TEMPLATE.render(doc=document, figures=figures or [])
+    tests = sorted(document["tests"], key=lambda test: test["status"] == "passed")  # failing first
+    return TEMPLATE.render(doc=document, tests=tests, figures=figures or [])
 
 
 def write_feedback(path: Path, document: dict, figures: list[dict] | None = None) -> None:
