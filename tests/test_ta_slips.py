@@ -306,3 +306,51 @@ def test_ctrl_c_stops_writes_who_finished_and_resume_grades_the_rest(tmp_path):
     assert current_result(options, "s2", subs / "s2")["score"] == 60
     (subs / "s2" / "extra.py").write_text("x = 1\n")
     assert current_result(options, "s2", subs / "s2") is None
+
+
+# ---- 7, 8 and 11 end to end: a flat download, graded from another course folder ----
+
+@pytest.mark.slow
+def test_flat_download_from_another_course_folder_gives_actionable_feedback(tmp_path):
+    """From a copy of the course (its course.yml changed: rnn_step_forward is worth 4, the total 62) and without
+    --course, `grade --flat --student alice` uses that course (and says so), grades only alice from an LMS-style
+    download, and her feedback names the failing check, lists her missing notebook, shows failing tests first,
+    draws her dWh against the reference, and keeps the isolation for the instructor."""
+    from autograder.build_class import build_student
+
+    root = tmp_path / "course"
+    root.mkdir()
+    course_file(root, lambda a: a["points"].update(rnn_step_forward=4), link=False)
+    (root / "work").mkdir()
+    alice = build_student("alice", {"from": "solutions", "edits": [
+        {"file": "1_bptt.ipynb", "replace": "dWh += dWh_t", "with": "dWh += 2 * dWh_t"}]},
+        COURSE, "vanishing_gradients", tmp_path / "built")
+    bob = build_student("bob", {"from": "release"}, COURSE, "vanishing_gradients", tmp_path / "built")
+    download = tmp_path / "download"
+    download.mkdir()
+    for student, folder in (("alice", alice), ("bob", bob)):
+        for notebook in sorted(folder.glob("*.ipynb")):
+            if not (student == "alice" and notebook.name == "3_clipping.ipynb"):
+                shutil.copy(notebook, download / f"{student}_{notebook.name}")
+    out = tmp_path / "out"
+    run = subprocess.run([*AUTOGRADER, "grade", str(download), "--out", str(out), "--flat", "--student", "alice"],
+                         cwd=root / "work", capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr
+    assert f"Course: {root / 'course.yml'} (found from {root / 'work'})" in run.stderr
+    with open(out / "grades.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["student"], r["max_score"], r["rnn_step_forward"]) for r in rows] == [("alice", "62", "4")]
+    document = json.loads((out / "alice" / "results.json").read_text())
+    assert "Canary: passed: canary-reference 62, canary-release 0" in run.stdout
+    lines = document["output"].splitlines()
+    assert lines[1].startswith("Missing notebook: 3_clipping.ipynb (expected: 1_bptt.ipynb, ")
+    assert "1_bptt.ipynb, check_rnn_backward: AssertionError: dWh" in document["output"]
+    assert not re.search(r", cell \d+:", document["output"])  # never a bare 0-based cell index
+    assert "Isolation" not in document["output"] and "Memory limit" not in document["output"]
+    assert document["extra_data"]["isolation"] in ("bubblewrap", "process") and document["extra_data"]["memory_limit"]
+    assert (out / "alice" / "output.txt").read_text().startswith("[autograder] Isolation: ")
+    statuses = [t["status"] for t in document["tests"]]
+    assert statuses[0] == "failed" and statuses == sorted(statuses)  # "failed" < "passed": failing first
+    page = (out / "alice" / "feedback.html").read_text()
+    assert "<strong>Your rnn_backward.</strong>" in page and "Off or missing here: dWh." in page
+    assert not (out / "bob").exists()
