@@ -194,7 +194,7 @@ def grade(submissions: Path, out: Path, jobs: int, timeout: float | None, resume
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
     except CourseConfigError as exc:
-        click.echo(f"error: {exc}", err=True)
+        click.echo(f"error: {exc}\nNothing was graded.", err=True)
         sys.exit(1)
     except CanaryFailed as exc:
         click.echo(f"error: {exc}", err=True)
@@ -344,8 +344,14 @@ def bundle_gradescope(assignment: str, out: Path | None, course_file: Path | Non
     the solutions: keep it private."""
     from autograder.bundle import BundleError, build_gradescope_bundle
 
+    from autograder.grade import GradeOptions, check_course
+
     course, course_file = _load(course_file)
     out = out or Path("build") / f"gradescope_{assignment}.zip"
+    try:  # Gradescope would give every student an internal error: stop here instead, naming the function
+        check_course(GradeOptions(course.assignment(assignment), out, 1.0, "", course=course, root=course_file.parent))
+    except CourseConfigError as exc:
+        raise click.ClickException(str(exc)) from None
     try:
         path = build_gradescope_bundle(course, assignment, out, course_file.parent, course_file=course_file)
     except BundleError as exc:

@@ -82,8 +82,7 @@ def check_course(options: GradeOptions) -> None:
     problems += [f"points.{function}: no grader tests for {function} in {GRADERS_DIR.name}/"
                  for function in sorted(points - graders)]
     if problems:
-        raise CourseConfigError(f"course.yml, assignment {assignment.id}: points and graders do not match "
-                                "(nothing was graded):\n  " + "\n  ".join(problems))
+        raise CourseConfigError(f"course.yml, assignment {assignment.id}: points and graders do not match:\n  " + "\n  ".join(problems))
 
 
 def grade_one(student: str, folder: str, options: GradeOptions, alone: bool = False) -> dict:

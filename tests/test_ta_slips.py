@@ -95,7 +95,7 @@ def test_points_without_a_grader_or_a_grader_without_points_exit_1_before_gradin
     result = CliRunner().invoke(main, ["grade", str(tmp_path / "subs"), "--out", str(tmp_path / "out"),
                                        "--course", str(course)])
     assert result.exit_code == 1, result.output
-    assert named in result.output and "nothing was graded" in result.output
+    assert named in result.output and "Nothing was graded" in result.output
     assert not (tmp_path / "out").exists()
 
 
@@ -354,3 +354,11 @@ def test_flat_download_from_another_course_folder_gives_actionable_feedback(tmp_
     page = (out / "alice" / "feedback.html").read_text()
     assert "<strong>Your rnn_backward.</strong>" in page and "Off or missing here: dWh." in page
     assert not (out / "bob").exists()
+
+
+def test_the_gradescope_bundle_is_refused_for_a_graded_function_without_points(tmp_path):
+    course = course_file(tmp_path, lambda a: a["points"].pop("one_hot"))
+    result = CliRunner().invoke(main, ["bundle", "gradescope", "--out", str(tmp_path / "g.zip"), "--course",
+                                       str(course)])
+    assert result.exit_code == 1 and "one_hot is graded by graders/ but has no entry in points" in result.output
+    assert not (tmp_path / "g.zip").exists()
