@@ -77,7 +77,7 @@ SUMMARY_TEMPLATE = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUn
 <style>
 body { font: 15px/1.45 system-ui, sans-serif; max-width: 64rem; margin: 2rem auto; padding: 0 1rem; color: #222; }
 table { border-collapse: collapse; width: 100%; } th, td { border-bottom: 1px solid #ddd; padding: .3rem .5rem;
-text-align: left; } th { background: #f4f4f4; } td.num { text-align: right; } img { max-width: 100%; }
+text-align: left; } th { background: #f4f4f4; } .num { text-align: right; } img { max-width: 100%; }
 </style>
 """ + PAGE_CHECK_SCRIPT + """</head><body>
 <h1>{{ summary.assignment }}: class summary</h1>
@@ -103,7 +103,8 @@ the late policy in all.{% if summary.lateness.days_late %} Late: {% for student,
 summary.lateness.days_late|dictsort %}{{ student }} ({{ days }} day{{ "s" if days > 1 }}){{ ", " if not loop.last
 }}{% endfor %}.{% endif %}</p>{% endif %}
 {% if summary.functions is defined %}<h2>Graded functions</h2>
-<table><tr><th>function</th><th>points</th><th>class mean</th><th>all points</th></tr>
+<table><tr><th>function</th><th class="num">points</th><th class="num">class mean</th>
+<th class="num">students with all its points</th></tr>
 {% for row in summary.functions %}<tr><td>{{ row.function }}</td><td class="num">{{ "%g"|format(row.points) }}</td>
 <td class="num">{{ "%.2f"|format(row.mean) if row.mean is not none else "" }}</td>
 <td class="num">{{ "%.0f"|format(100 * row.pass_rate) if row.pass_rate is not none else "" }}%</td></tr>
