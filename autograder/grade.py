@@ -82,7 +82,8 @@ def check_course(options: GradeOptions) -> None:
     problems += [f"points.{function}: no grader tests for {function} in {GRADERS_DIR.name}/"
                  for function in sorted(points - graders)]
     if problems:
-        raise CourseConfigError(f"course.yml, assignment {assignment.id}: points and graders do not match:\n  " + "\n  ".join(problems))
+        raise CourseConfigError(f"course.yml, assignment {assignment.id}: points and graders do not match:\n  "
+                                + "\n  ".join(problems))
 
 
 def grade_one(student: str, folder: str, options: GradeOptions, alone: bool = False) -> dict:
@@ -176,31 +177,36 @@ def grade_one(student: str, folder: str, options: GradeOptions, alone: bool = Fa
 def _name_cells(load_report: list[dict], folder: Path) -> None:
     """Adds to each cell's load problem the name a student can find it by (`cell`): the nbgrader id of the cell
     (check_rnn_backward, the public check that failed), else its number counted from 1 and its first line, in
-    place of a 0-based index over all cells. The notebook is read as data (JSON), as the submission reader does."""
+    place of a 0-based index over all cells."""
     notebooks: dict[str, list] = {}
     for problem in load_report:
-        name, index = problem.get("file"), problem.get("index")
-        if index is None or not str(name).endswith(".ipynb"):
+        name, index = str(problem.get("file")), problem.get("index")
+        if not isinstance(index, int) or not name.endswith(".ipynb"):
             continue
         if name not in notebooks:
-            path = folder / name
-            try:
-                cells = json.loads(path.read_text(encoding="utf-8"))["cells"] if path.is_file() and not \
-                    path.is_symlink() and path.stat().st_size <= 100 * 2**20 else []
-            except (OSError, ValueError, KeyError, TypeError, RecursionError):
-                cells = []
-            notebooks[name] = cells if isinstance(cells, list) else []
+            notebooks[name] = _cells(folder / name)
         cells = notebooks[name]
-        cell = cells[index] if isinstance(index, int) and 0 <= index < len(cells) else None
-        cell = cell if isinstance(cell, dict) else {}
-        metadata = cell.get("metadata") if isinstance(cell.get("metadata"), dict) else {}
-        grade_id = (metadata.get("nbgrader") or {}).get("grade_id") if isinstance(metadata.get("nbgrader"), dict) \
-            else None
+        cell = cells[index] if 0 <= index < len(cells) and isinstance(cells[index], dict) else {}
+        nbgrader = (cell.get("metadata") or {}).get("nbgrader") if isinstance(cell.get("metadata"), dict) else None
+        grade_id = nbgrader.get("grade_id") if isinstance(nbgrader, dict) else None
         source = cell.get("source", "")
-        source = "".join(source) if isinstance(source, list) else str(source)
+        source = "".join(map(str, source)) if isinstance(source, list) else str(source)
         first = next((line.strip() for line in source.splitlines() if line.strip()), "")
-        problem["cell"] = (str(grade_id)[:80] if grade_id else
-                           f"cell {index + 1}" + (f" ({first[:50]}{'...' if len(first) > 50 else ''})" if first else ""))
+        first = first if len(first) <= 50 else first[:50] + "..."
+        problem["cell"] = str(grade_id)[:80] if grade_id else f"cell {index + 1}" + (f" ({first})" if first else "")
+
+
+def _cells(path: Path) -> list:
+    """A notebook's cells, read as data (JSON) as the submission reader reads them; [] when it cannot be."""
+    from autograder.submission import MAX_NOTEBOOK_FILE_BYTES
+
+    try:
+        if path.is_symlink() or not path.is_file() or path.stat().st_size > MAX_NOTEBOOK_FILE_BYTES:
+            return []
+        cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):
+        return []
+    return cells if isinstance(cells, list) else []
 
 
 def _peak_rss_mb() -> float:
