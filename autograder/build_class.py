@@ -151,11 +151,11 @@ def load_spec(path: Path) -> dict:
 
 
 def build_class(spec_path: Path, dest: Path, course: Course, assignment_id: str = "vanishing_gradients",
-                substitutions: dict[str, str] | None = None) -> list[str]:
+                substitutions: dict[str, str] | None = None, root: Path = REPO_ROOT) -> list[str]:
     spec = load_spec(spec_path)
     dest.mkdir(parents=True, exist_ok=True)
     for name, student in spec["students"].items():
-        build_student(name, student or {}, course, assignment_id, dest, substitutions=substitutions)
+        build_student(name, student or {}, course, assignment_id, dest, root=root, substitutions=substitutions)
     return list(spec["students"])
 
 

@@ -7,16 +7,28 @@ from pathlib import Path
 
 import click
 
-from autograder.course import DEFAULT_COURSE_FILE, CourseConfigError, load_course
+from autograder.course import CourseConfigError, find_course_file, load_course
 
 course_option = click.option(
-    "--course", "course_file", type=click.Path(dir_okay=False, path_type=Path), default=DEFAULT_COURSE_FILE,
-    show_default=True, help="The course file.")
+    "--course", "course_file", type=click.Path(path_type=Path), default=None,
+    help="The course: its course.yml, or the folder holding it [default: course.yml in the current folder or the "
+         "nearest parent, else the kit's own]. Its folder is the course root: solutions/ and the release are read "
+         "from there.")
 
 
-def _load(course_file: Path):
+def _exit_codes(*lines: str) -> str:
+    """An epilog: exit statuses and examples, kept line by line by click (\\b); "" starts a new paragraph."""
+    paragraphs = "\n".join(lines).split("\n\n")
+    return "\n\n".join("\b\n" + paragraph for paragraph in paragraphs)
+
+
+def _load(course_file: Path | None):
+    """(course, course.yml's path) for --course or the course found from the current folder; says which, on
+    stderr, so that no command silently uses another course than the one meant."""
+    path, how = find_course_file(course_file)
+    click.echo(f"Course: {path} ({how})", err=True)
     try:
-        return load_course(course_file)
+        return load_course(path), path
     except CourseConfigError as exc:
         raise click.ClickException(str(exc)) from None
 
@@ -24,20 +36,31 @@ def _load(course_file: Path):
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="vg-autograder")
 def main():
-    """Release, check and grade the vanishing-gradients assignment."""
+    """Release, check and grade the vanishing-gradients assignment.
+
+    Every command works on one course: the course.yml given with --course, else the one in the current folder or
+    the nearest parent (as git and nbgrader find theirs), else the kit's own; it prints which on stderr. Run
+    `autograder COMMAND --help` for a command's options, exit statuses and an example."""
 
 
-@main.command()
+@main.command(short_help="Regenerate the student release from solutions/ with nbgrader.",
+              epilog=_exit_codes("Exit status: 0 written (or up to date with --check); 1 the release is stale",
+                                 "(--check), course.yml is bad or nbgrader failed; 2 a usage error.",
+                                 "Example: autograder release --check"))
 @click.option("--assignment", default="vanishing_gradients", show_default=True, help="Assignment id in course.yml.")
 @click.option("--check", is_flag=True, help="Do not write: fail if the committed release differs from a fresh build.")
 @course_option
-def release(assignment: str, check: bool, course_file: Path):
-    """Regenerate assignments/ASSIGNMENT from solutions/ASSIGNMENT with nbgrader (solutions, rubrics, outputs removed)."""
+def release(assignment: str, check: bool, course_file: Path | None):
+    """Regenerate the course's assignments/ASSIGNMENT from its solutions/ASSIGNMENT with nbgrader's
+    generate_assignment (solutions stubbed, rubrics and outputs removed, cells locked)."""
     from autograder import release as releasing
 
-    course = _load(course_file)
-    course.assignment(assignment)  # fails early with the known ids if the name is wrong
-    root = course_file.resolve().parent
+    course, course_file = _load(course_file)
+    try:
+        course.assignment(assignment)  # fails early with the known ids if the name is wrong
+    except CourseConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    root = course_file.parent
     try:
         if check:
             problems = releasing.stale_files(course, assignment, root)
@@ -54,24 +77,49 @@ def release(assignment: str, check: bool, course_file: Path):
         raise click.ClickException(str(exc)) from None
 
 
-@main.command("build-class")
+@main.command("build-class", short_help="Write example submissions described by a spec (examples/class.yml).",
+              epilog=_exit_codes("Exit status: 0 written; 1 a bad spec or course.yml; 2 a usage error.",
+                                 "Example: autograder build-class examples/class.yml build/example_class"))
 @click.argument("spec", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.argument("dest", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--assignment", default="vanishing_gradients", show_default=True, help="Assignment id in course.yml.")
 @course_option
-def build_class_command(spec: Path, dest: Path, assignment: str, course_file: Path):
-    """Write the submissions described by SPEC (e.g. examples/class.yml) into DEST, one folder per student."""
+def build_class_command(spec: Path, dest: Path, assignment: str, course_file: Path | None):
+    """Write the submissions described by SPEC (e.g. examples/class.yml) into DEST, one folder per student, built
+    from the course's solutions/ and release."""
     from autograder.build_class import SpecError, build_class
 
-    course = _load(course_file)
+    course, course_file = _load(course_file)
     try:
-        students = build_class(spec, dest, course, assignment)
+        students = build_class(spec, dest, course, assignment, root=course_file.parent)
     except SpecError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"Wrote {len(students)} submissions to {dest}")
 
 
-@main.command()
+GRADE_EPILOG = _exit_codes(
+    "Exit status:",
+    "  0    the batch completed, whatever the scores",
+    "  1    course.yml is bad (the message names the key, or a graded function",
+    "       without points), or the canary failed",
+    "  2    a usage error: a missing folder, no student folder in it (the message",
+    "       shows the expected layout and what it found), an unknown --student,",
+    "       files --flat cannot map, or a Dask scheduler address that is malformed",
+    "       or does not answer within --dask-timeout",
+    "  3    the Dask scheduler has no worker within --dask-timeout",
+    "  130  interrupted (Ctrl-C): grades.csv and the summary hold who finished;",
+    "       the command that grades the rest (--resume) is printed",
+    "",
+    "Examples:",
+    "  autograder grade submitted/ --out results/ --jobs 2",
+    "  autograder grade submitted/ --out results/ --student alice --student bob",
+    "  autograder grade ~/Downloads/alice/ --out results/ --student alice",
+    "  autograder grade lms_download/ --out results/ --flat",
+    "  autograder grade submitted/ --out results/ --resume")
+
+
+@main.command(short_help="Grade a folder of submissions: results, feedback pages, grades.csv, summary.",
+              epilog=GRADE_EPILOG)
 @click.argument("submissions", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Where results go: OUT/<student>/results.json, feedback.html, OUT/grades.csv, OUT/summary.json.")
@@ -79,7 +127,16 @@ def build_class_command(spec: Path, dest: Path, assignment: str, course_file: Pa
               help="How many submissions are graded at once.")
 @click.option("--timeout", type=click.FloatRange(min=1), default=None,
               help="Wall-clock limit of one submission in seconds [default: course.yml's timeout_seconds].")
-@click.option("--resume", is_flag=True, help="Keep the results already in OUT; grade only the students missing.")
+@click.option("--resume", is_flag=True,
+              help="Keep the results already in OUT that are complete and current (same assignment and points, no "
+                   "grader error, the same files); grade only the others.")
+@click.option("--student", "students", multiple=True, metavar="ID",
+              help="Grade only this student (repeatable): their folder in SUBMISSIONS, or, when SUBMISSIONS is one "
+                   "student's own folder of notebooks, that folder under this id.")
+@click.option("--flat", is_flag=True,
+              help="SUBMISSIONS is a flat download (an LMS's): files named <student>_<notebook> with one of "
+                   "course.yml's notebooks (alice_1_bptt.ipynb; a resubmission's -1 suffix is allowed), graded as "
+                   "one folder per student.")
 @click.option("--gradebook", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also record the scores in this nbgrader gradebook database (created if missing), for "
                    "formgrader and `nbgrader export`.")
@@ -88,20 +145,30 @@ def build_class_command(spec: Path, dest: Path, assignment: str, course_file: Pa
 @click.option("--scheduler", default=None, metavar="ADDRESS",
               help="With --executor dask: the Dask scheduler's address (e.g. tcp://10.0.0.5:8786), or 'local' "
                    "for a cluster of --jobs processes on this machine. Each worker needs the kit installed.")
+@click.option("--dask-timeout", type=click.FloatRange(min=0.1), default=60.0, show_default=True, metavar="SECONDS",
+              help="With --executor dask: how long to wait for the scheduler to answer and for a first worker "
+                   "(exit 2 or 3 after that, with a message).")
 @click.option("--assignment", default="vanishing_gradients", show_default=True, help="Assignment id in course.yml.")
 @course_option
-def grade(submissions: Path, out: Path, jobs: int, timeout: float | None, resume: bool, gradebook: Path | None,
-          executor: str, scheduler: str | None, assignment: str, course_file: Path):
-    """Grade every student folder in SUBMISSIONS (flat, or nbgrader's <student>/<assignment>/ layout).
+def grade(submissions: Path, out: Path, jobs: int, timeout: float | None, resume: bool, students: tuple[str, ...],
+          flat: bool, gradebook: Path | None, executor: str, scheduler: str | None, dask_timeout: float,
+          assignment: str, course_file: Path | None):
+    """Grade every student folder in SUBMISSIONS (SUBMISSIONS/<student>/*.ipynb, or nbgrader's
+    SUBMISSIONS/<student>/<assignment>/*.ipynb), or the students chosen with --student, or a flat download with
+    --flat.
 
-    Before any student, the same workers grade the reference solution and the untouched release (the canary):
-    unless they score full marks and 0, nothing is graded and the command exits 1 with the first errors met
-    (e.g. torch cannot be imported under the memory limit)."""
+    Before any student, course.yml is checked against the graders, and the same workers grade the reference
+    solution and the untouched release (the canary): unless they score full marks and 0, nothing is graded and the
+    command exits 1 with the first errors met (e.g. torch cannot be imported under the memory limit)."""
+    import tempfile
+
     from autograder.canary import CanaryFailed
-    from autograder.grade import GradeOptions, grade_batch
+    from autograder.executors import DaskUnavailable
+    from autograder.grade import GradeOptions, GradingInterrupted, grade_batch
+    from autograder.intake import IntakeError
     from autograder.sandbox import isolation_level
 
-    course = _load(course_file)
+    course, course_file = _load(course_file)
     try:
         spec = course.assignment(assignment)
     except CourseConfigError as exc:
@@ -116,13 +183,36 @@ def grade(submissions: Path, out: Path, jobs: int, timeout: float | None, resume
         click.echo("warning: bubblewrap is not available here: student code runs as separate processes with "
                    "resource limits only (no filesystem or network isolation). Install bubblewrap for full isolation.",
                    err=True)
-    _require_students(submissions, spec.id)
-    options = GradeOptions(spec, out, timeout or spec.limits.timeout_seconds, isolation, course=course)
+    options = GradeOptions(spec, out, timeout or spec.limits.timeout_seconds, isolation, course=course,
+                           root=course_file.parent, gradebook=gradebook)
+    staging = tempfile.TemporaryDirectory(prefix="vg-staged-")  # a flat download or one student's folder, as a class
     try:
-        summary = grade_batch(submissions, options, jobs=jobs, resume=resume, scheduler=scheduler)
+        folder, students = _intake(submissions, spec, students, flat, Path(staging.name))
+        summary = grade_batch(folder, options, jobs=jobs, resume=resume, scheduler=scheduler, students=students,
+                              dask_timeout=dask_timeout)
+    except IntakeError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except CourseConfigError as exc:
+        click.echo(f"error: {exc}\nNothing was graded.", err=True)
+        sys.exit(1)
     except CanaryFailed as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)
+    except DaskUnavailable as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2 if exc.usage else 3)
+    except GradingInterrupted as exc:
+        import shlex
+
+        again = [a for a in sys.argv[1:] if a != "--resume"]
+        click.echo(f"\nInterrupted: {exc.summary['students']} submission(s) graded, {exc.pending} not. "
+                   f"{out / 'grades.csv'} and {out / 'summary.html'} list the students who finished.\n"
+                   f"To grade the rest, run the same command with --resume:\n"
+                   f"  autograder {shlex.join(again)} --resume", err=True)
+        sys.exit(130)
+    finally:
+        staging.cleanup()
     click.echo(f"Graded {summary['students']} submissions of {spec.id} in {summary['wall_seconds']:.1f} s "
                f"(isolation: {isolation}); mean {summary['mean_score']} / {summary['max_score']:g}, "
                f"{summary['full_marks']} full marks, {summary['zero']} zero. Canary: {summary['canary']}.")
@@ -141,48 +231,72 @@ def grade(submissions: Path, out: Path, jobs: int, timeout: float | None, resume
             document = json.loads(path.read_text())
             documents[document.get("extra_data", {}).get("student") or path.parent.name] = document
         try:
-            record_grades(f"sqlite:///{gradebook.resolve()}", course, spec.id, documents, course_file.resolve().parent)
+            record_grades(f"sqlite:///{gradebook.resolve()}", course, spec.id, documents, course_file.parent)
         except GradebookError as exc:
             raise click.ClickException(f"gradebook: {exc}") from None
         click.echo(f"Recorded {len(documents)} students in the nbgrader gradebook {gradebook}")
 
 
-def _require_students(submissions: Path, assignment_id: str) -> None:
-    """Exit 2, with the expected layout and what is there instead, when SUBMISSIONS holds no student folder."""
+LAYOUT = ("Expected one folder per student, named by student id: SUBMISSIONS/<student>/*.ipynb, or nbgrader's "
+          "SUBMISSIONS/<student>/{assignment}/*.ipynb. For one student's own folder add --student ID; for a flat "
+          "download (files named <student>_<notebook>) add --flat.")
+
+
+def _intake(submissions: Path, spec, students: tuple[str, ...], flat: bool, staging: Path) -> tuple[Path, tuple]:
+    """The class folder to grade and the students chosen in it; a flat download or one student's own folder is
+    staged as a class folder first (autograder/intake.py). IntakeError (exit 2) says what was expected and found."""
+    from autograder.intake import IntakeError, code_files, select, stage_flat, stage_one
     from autograder.submission import find_submissions
 
-    if find_submissions(submissions, assignment_id):
-        return
-    code = sorted(p.name for p in submissions.iterdir() if p.is_file() and p.suffix in (".ipynb", ".py"))
+    code = code_files(submissions)
+    if flat:
+        staged = stage_flat(submissions, list(spec.notebooks), staging)
+        return staging, tuple(select(staged, students)) if students else ()
+    names = [sub.student for sub in find_submissions(submissions, spec.id)]
+    own_folder = (code or names == [spec.id]) and not set(students) & set(names)
+    if students and own_folder:  # SUBMISSIONS is one student's folder (flat, or nbgrader's <assignment>/ inside)
+        if len(students) > 1:
+            raise IntakeError(f"{submissions} is one student's folder (it holds {', '.join((code or names)[:3])}): "
+                              "give one --student ID for it")
+        click.echo(f"Grading {submissions} as the folder of student {students[0]}.", err=True)
+        stage_one(submissions, students[0], staging)
+        return staging, ()
+    if names and names != [spec.id]:
+        return submissions, tuple(select(names, students)) if students else ()
     found = (f"it holds {len(code)} notebook or .py file(s) directly ({', '.join(code[:3])}"
              f"{', ...' if len(code) > 3 else ''}): one student's folder, or a flat download?" if code
+             else f"it holds only {spec.id}/: one student's nbgrader folder?" if names
              else "it holds no student folder")
-    click.echo(f"error: no submissions in {submissions}: {found}\nExpected one folder per student, named by student "
-               f"id: SUBMISSIONS/<student>/*.ipynb, or nbgrader's SUBMISSIONS/<student>/{assignment_id}/*.ipynb. To "
-               f"grade one student's folder, put it in a folder of its own named by their id.", err=True)
-    sys.exit(2)
+    raise IntakeError(f"no submissions in {submissions}: {found}\n{LAYOUT.format(assignment=spec.id)}")
 
 
-@main.command()
+@main.command(short_help="Self-check notebooks: run their public checks the way the grader loads them.",
+              epilog=_exit_codes("Exit status: 0 every check passed; 1 a check failed, a file cannot be loaded, the",
+                                 "canary failed or course.yml is bad; 2 a usage error (e.g. a notebook that does not",
+                                 "exist).",
+                                 "Example: autograder check 1_bptt.ipynb 2_gradient_decay.ipynb"))
 @click.argument("notebooks", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--assignment", "assignment_id", default="vanishing_gradients", show_default=True,
               help="Assignment id in course.yml (its limits and preloaded libraries apply).")
 @click.option("--canary/--no-canary", default=True, show_default=True,
               help="First check the reference solution's notebooks the same way, where this checkout has them.")
 @course_option
-def check(notebooks: tuple[Path, ...], assignment_id: str, canary: bool, course_file: Path):
+def check(notebooks: tuple[Path, ...], assignment_id: str, canary: bool, course_file: Path | None):
     """Self-check: load each NOTEBOOK's folder exactly as the grader loads a submission (every .ipynb and .py file,
     in sorted file-name order, under the assignment's limits and preloaded libraries) and report the public checks
     of each NOTEBOOK (seconds; no hidden tests), then notes on the folder (files not loaded; graded functions
-    defined more than once). Where this checkout has the reference solution, its notebooks are checked first the
+    defined more than once). Where the course has the reference solution, its notebooks are checked first the
     same way (the canary): if the reference fails a check here, the environment is broken and nothing else is
-    judged. Exits 1 when a check fails, a file cannot be loaded, or the canary fails."""
+    judged."""
     from autograder.check import check_folder, format_notes, format_results, is_error
 
-    course = _load(course_file)
-    assignment = course.assignment(assignment_id)
+    course, course_file = _load(course_file)
+    try:
+        assignment = course.assignment(assignment_id)
+    except CourseConfigError as exc:
+        raise click.ClickException(str(exc)) from None
     limits, preload = assignment.limits.sandbox_limits(), tuple(assignment.preload)
-    reference = course_file.resolve().parent / course.solutions_dir / assignment.id
+    reference = course_file.parent / course.solutions_dir / assignment.id
     if canary and all((reference / name).is_file() for name in assignment.notebooks):
         results, _ = check_folder(reference, list(assignment.notebooks), limits, preload)
         failing = [f"{name}: {r.name}: {r.message.strip().splitlines()[-1][:200] if r.message else ''}"
@@ -208,36 +322,51 @@ def check(notebooks: tuple[Path, ...], assignment_id: str, canary: bool, course_
         sys.exit(1)
 
 
-@main.group()
+@main.group(short_help="Package the grader for another platform (Gradescope).",
+            epilog=_exit_codes("Exit status: that of the subcommand; 2 a usage error.",
+                               "Example: autograder bundle gradescope --out build/gradescope.zip"))
 def bundle():
-    """Package the grader for another platform."""
+    """Package the grader for another platform: `autograder bundle gradescope` writes Gradescope's autograder
+    zip."""
 
 
-@bundle.command("gradescope")
+@bundle.command("gradescope", short_help="Write the Gradescope autograder zip (it holds the solutions).",
+                epilog=_exit_codes("Exit status: 0 written; 1 course.yml is bad or the zip cannot be built; 2 a "
+                                   "usage error.", "Example: autograder bundle gradescope --out build/gradescope.zip"))
 @click.option("--assignment", default="vanishing_gradients", show_default=True, help="Assignment id in course.yml.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Where to write the zip [default: build/gradescope_<ASSIGNMENT>.zip].")
 @course_option
-def bundle_gradescope(assignment: str, out: Path | None, course_file: Path):
+def bundle_gradescope(assignment: str, out: Path | None, course_file: Path | None):
     """Write the Gradescope autograder zip of ASSIGNMENT: setup.sh, run_autograder and the kit (engine, hidden
     graders, solutions, course.yml). Upload it as the assignment's autograder; it grades each submission with the
     same engine and sandbox as `autograder grade`. The same sources always give the same bytes. The zip contains
     the solutions: keep it private."""
     from autograder.bundle import BundleError, build_gradescope_bundle
 
-    course = _load(course_file)
+    from autograder.grade import GradeOptions, check_course
+
+    course, course_file = _load(course_file)
     out = out or Path("build") / f"gradescope_{assignment}.zip"
+    try:  # Gradescope would give every student an internal error: stop here instead, naming the function
+        check_course(GradeOptions(course.assignment(assignment), out, 1.0, "", course=course, root=course_file.parent))
+    except CourseConfigError as exc:
+        raise click.ClickException(str(exc)) from None
     try:
-        path = build_gradescope_bundle(course, assignment, out, course_file.resolve().parent, course_file=course_file)
+        path = build_gradescope_bundle(course, assignment, out, course_file.parent, course_file=course_file)
     except BundleError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"Wrote {path} ({path.stat().st_size / 1024:.0f} KB). It holds the solutions: keep it private.")
 
 
-@main.command()
+@main.command(short_help="Prove the graders on the reference, the release and the mutant/variant/attack corpora.",
+              epilog=_exit_codes("Exit status: 0 every case got what its spec declares; 1 a case was missed, or",
+                                 "course.yml is bad; 2 a usage error.",
+                                 "Example: autograder validate --corpus mutants --jobs 2"))
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("build/validation"),
               show_default=True, help="Where the graded cases and validation.json go.")
-@click.option("--jobs", "-j", default=2, show_default=True, type=click.IntRange(min=1))
+@click.option("--jobs", "-j", default=2, show_default=True, type=click.IntRange(min=1),
+              help="How many cases are graded at once.")
 @click.option("--corpus", "corpora", multiple=True, type=click.Choice(["mutants", "variants", "attacks"]),
               help="Only these corpora (default: all).")
 @click.option("--corpus-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
@@ -245,14 +374,21 @@ def bundle_gradescope(assignment: str, out: Path | None, course_file: Path):
 @click.option("--assignment", default="vanishing_gradients", show_default=True, help="Assignment id in course.yml.")
 @course_option
 def validate(out: Path, jobs: int, corpora: tuple[str, ...], corpus_dir: Path | None, assignment: str,
-             course_file: Path):
+             course_file: Path | None):
     """Prove the graders: the reference gets full marks, the release 0, every mutant, variant and attack in
-    tests/submissions/ what its spec declares. Prints a table; exits 1 on any miss."""
+    tests/submissions/ what its spec declares. Prints a table (case, expected, got, verdict)."""
     from autograder import validate as validating
+    from autograder.grade import GradingInterrupted
 
-    course = _load(course_file)
-    report = validating.validate(course, assignment, out, corpus_dir=corpus_dir or validating.CORPUS_DIR,
-                                 corpora=corpora or validating.CORPORA, jobs=jobs)
+    course, course_file = _load(course_file)
+    try:
+        report = validating.validate(course, assignment, out, corpus_dir=corpus_dir or validating.CORPUS_DIR,
+                                     corpora=corpora or validating.CORPORA, jobs=jobs, root=course_file.parent)
+    except CourseConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    except GradingInterrupted:
+        click.echo("Interrupted.", err=True)
+        sys.exit(130)
     click.echo(validating.format_table(report))
     misses = sum(1 for case in report["cases"] if not case["ok"])
     click.echo(f"{len(report['cases'])} cases, {misses} missed, isolation {report['isolation']}; "

@@ -10,7 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, V
 
 from autograder import REPO_ROOT
 
-DEFAULT_COURSE_FILE = REPO_ROOT / "course.yml"
+COURSE_FILE_NAME = "course.yml"
+DEFAULT_COURSE_FILE = REPO_ROOT / COURSE_FILE_NAME  # the kit's own course (tests, Gradescope's bundle)
 
 
 class CourseConfigError(Exception):
@@ -107,3 +108,19 @@ def load_course(path: str | Path = DEFAULT_COURSE_FILE) -> Course:
         return Course.model_validate(data)
     except ValidationError as exc:
         raise CourseConfigError(_describe(exc, path)) from None
+
+
+def find_course_file(option: str | Path | None = None, start: Path | None = None) -> tuple[Path, str]:
+    """The course file every command uses, and how it was found, as nbgrader and git find theirs: `option`
+    (--course: a course.yml, or a folder holding one), else course.yml in the current folder or the nearest of its
+    parents, else the kit's own checkout (said so: never silently). The folder holding it is the course root:
+    solutions/, assignments/ and the gradebook paths in it are read from there."""
+    if option is not None:
+        path = Path(option)
+        path = path / COURSE_FILE_NAME if path.is_dir() else path
+        return path.resolve(), "--course"
+    start = (start or Path.cwd()).resolve()
+    for folder in (start, *start.parents):
+        if (folder / COURSE_FILE_NAME).is_file():
+            return folder / COURSE_FILE_NAME, f"found from {start}"
+    return DEFAULT_COURSE_FILE, f"no {COURSE_FILE_NAME} in {start} or its parents: the kit's own"

@@ -10,6 +10,7 @@ import json
 import multiprocessing
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import traceback
@@ -76,17 +77,19 @@ def _grade_in_pool(pending: list, options: GradeOptions, jobs: int, finished, ca
     attempts = {sub.student: 0 for sub in pending}
     alone: set[str] = set()  # hit a time limit while others were graded too: graded again, on their own, at the end
     while remaining:
-        with concurrent.futures.ProcessPoolExecutor(max_workers=max(1, jobs), mp_context=context,
-                                                    initializer=_start_worker, initargs=(options,)) as pool:
-            held: dict = {}  # future -> holding folder: graded beside the canaries, kept out of OUT until they pass
+        pool = concurrent.futures.ProcessPoolExecutor(max_workers=max(1, jobs), mp_context=context,
+                                                      initializer=_start_worker, initargs=(options,))
+        held: dict = {}  # future -> holding folder: graded beside the canaries, kept out of OUT until they pass
+        holdings: list[Path] = []
+        try:
             if canaries is not None:
-                held = _grade_beside_canaries(pool, list(remaining.values())[:max(1, jobs)], options, canaries)
+                held = _grade_beside_canaries(pool, list(remaining.values())[:max(1, jobs)], options, canaries,
+                                              holdings)
                 canaries = None  # once per batch: every local worker runs in the same environment
             beside = {student for student, _ in held.values()}
             futures = {pool.submit(_grade_in_worker, s.student, str(s.folder), options): s.student
                        for s in remaining.values() if s.student not in alone | beside}
             futures.update({future: student for future, (student, _) in held.items()})
-            holdings = [holding for _, holding in held.values()]
             try:
                 for future in concurrent.futures.as_completed(futures):
                     student = futures.pop(future)  # a done future holds its whole document: let it go
@@ -116,9 +119,19 @@ def _grade_in_pool(pending: list, options: GradeOptions, jobs: int, finished, ca
             finally:
                 for holding in holdings:
                     remove_tree(holding)  # emptied by the move, or a held result that does not count
+        except KeyboardInterrupt:
+            _stop(pool)  # Ctrl-C: queued students are dropped, not graded first (a plain shutdown would wait)
+            for holding in holdings:
+                remove_tree(holding)  # the workers are gone: nothing writes there any more
+            raise
+        except BaseException:  # the canaries failed, or a bug of ours: no more grading, workers end cleanly
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+        pool.shutdown(wait=True)
 
 
-def _grade_beside_canaries(pool, first: list, options: GradeOptions, canaries: "_Canaries") -> dict:
+def _grade_beside_canaries(pool, first: list, options: GradeOptions, canaries: "_Canaries",
+                           holdings: list[Path]) -> dict:
     """Submits the canaries and, beside them, the first students (so no worker waits for the verdict), whose
     results go to a holding folder in OUT until the canaries have passed. Returns {future: (student, holding
     folder)}; raises CanaryFailed (after removing the held results) if the canaries fail."""
@@ -131,15 +144,16 @@ def _grade_beside_canaries(pool, first: list, options: GradeOptions, canaries: "
         if student_queue:
             sub = student_queue.pop(0)
             holding = Path(tempfile.mkdtemp(prefix=".held-", dir=options.out))  # same file system: a rename moves it
+            holdings.append(holding)  # the caller removes them at the end (and on Ctrl-C)
             held[pool.submit(_grade_in_worker, sub.student, str(sub.folder),
                              dataclasses.replace(options, out=holding))] = (sub.student, holding)
     try:
         canaries.check({name: run.result() for name, run in runs.items()})
-    except BaseException:
-        for future, (_, holding) in held.items():
+    except Exception:  # the canaries failed (Ctrl-C is the caller's: it ends the workers at once)
+        for future in held:
             future.cancel()
         concurrent.futures.wait(list(held))  # nothing of theirs must be written after this
-        for _, holding in held.values():
+        for holding in holdings:
             remove_tree(holding)
         raise
     return held
@@ -155,6 +169,21 @@ def _move_into(source: Path, target: Path) -> None:
     os.replace(source, target)
 
 
+
+def _stop(pool: concurrent.futures.ProcessPoolExecutor) -> None:
+    """Drops the queued work and ends the workers now (their sandboxes die with them); a student being graded
+    leaves no result, as results.json is written last and atomically. Python 3.11 has no public call to end a
+    pool's workers (3.14 adds terminate_workers), hence its process table."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())  # shutdown() forgets them
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        process.join(timeout=5)
+        if process.is_alive():
+            process.kill()
+
+
 def _start_worker(options: GradeOptions) -> None:
     """Runs once in each local grading worker, so that its slow starts overlap instead of following one another
     for its first submission: a zygote imports the course's libraries in its sandbox (in the background) while this
@@ -162,18 +191,18 @@ def _start_worker(options: GradeOptions) -> None:
     import atexit
     from multiprocessing import util
 
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the batch process's to handle: it stops the workers
     # A forked worker ends with os._exit, which skips atexit: run its handlers as a spawned worker's exit did (they
     # close this worker's zygotes and grader session, and remove their scratch folders).
     util.Finalize(None, atexit._run_exitfuncs, exitpriority=0)
     try:
-        from autograder.grade import GRADERS_DIR
+        from autograder.grade import GRADERS_DIR, reference_for
         from autograder.pytest_plugin import session_for
-        from autograder.reference import load_reference
         from autograder.sandbox import start_early
 
         start_early(tuple(options.assignment.preload))
         session_for(str(GRADERS_DIR), dict(options.assignment.points))
-        load_reference()
+        reference_for(options)
     except Exception:  # nothing is lost: the first submission starts whatever is missing, and reports failures
         pass
 
@@ -236,10 +265,19 @@ def grade_remote(student: str, entries: list, inner: str, options: GradeOptions,
         out = Path(scratch) / "out"
         from autograder.sandbox import isolation_level
 
-        here = dataclasses.replace(options, out=out, isolation=isolation_level())  # this worker's, not the client's
+        here = dataclasses.replace(_on_this_worker(options), out=out, isolation=isolation_level())
         _grade_in_worker(student, str(entry / inner), here, alone)
         folder = student_dir(out, student)
         return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _on_this_worker(options: GradeOptions) -> GradeOptions:
+    """The options as a Dask worker uses them: its own isolation, and the course root sent by the client if this
+    machine has it at the same path, else the worker's own checkout (cloned at the same commit, as the README
+    says; its canaries then prove that its reference gives the known scores)."""
+    if options.root is not None and not (options.solutions_dir / options.assignment.id).is_dir():
+        return dataclasses.replace(options, root=None)
+    return options
 
 
 def _write_remote_results(out_dir: Path, files: dict[str, bytes]) -> dict:
@@ -254,7 +292,7 @@ def canaries_remote(options: GradeOptions) -> dict[str, dict]:
     environment, sandbox and limits); returns their results documents."""
     from autograder.sandbox import isolation_level
 
-    canaries = _Canaries(dataclasses.replace(options, isolation=isolation_level()))
+    canaries = _Canaries(dataclasses.replace(_on_this_worker(options), isolation=isolation_level()))
     try:
         return {name: _grade_in_worker(name, str(folder), canaries.options)
                 for name, folder in canaries.folders.items()}
@@ -262,19 +300,53 @@ def canaries_remote(options: GradeOptions) -> dict[str, dict]:
         shutil.rmtree(canaries.scratch, ignore_errors=True)
 
 
+class DaskUnavailable(Exception):
+    """The Dask scheduler cannot be used: `usage` True for an address that is malformed or does not answer (exit 2),
+    False for a scheduler with no worker within the time allowed (exit 3). The message says which and what to do."""
+
+    def __init__(self, message: str, usage: bool):
+        super().__init__(message)
+        self.usage = usage
+
+
+def _connect(scheduler: str, cluster, timeout: float):
+    """A Dask client with at least one worker, or DaskUnavailable within about `timeout` seconds (Dask itself would
+    retry a wrong address for 30 s and then print its traceback, and wait for a worker forever)."""
+    from distributed import Client
+
+    try:
+        client = Client(cluster if cluster is not None else scheduler, timeout=f"{timeout}s")
+    except (ValueError, TypeError) as exc:
+        raise DaskUnavailable(f"{scheduler!r} is not a Dask scheduler address ({exc}); e.g. tcp://10.0.0.5:8786, or "
+                              "'local' for a cluster on this machine", usage=True) from None
+    except (OSError, TimeoutError) as exc:
+        raise DaskUnavailable(f"cannot reach the Dask scheduler at {scheduler!r} within {timeout:g} s "
+                              f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'no answer'}). "
+                              "Check the address (e.g. tcp://10.0.0.5:8786) and that `dask scheduler` runs there.",
+                              usage=True) from None
+    try:
+        client.wait_for_workers(1, timeout=timeout)
+    except (TimeoutError, OSError) as exc:
+        client.close()
+        raise DaskUnavailable(f"the Dask scheduler at {scheduler} has no worker: none joined within {timeout:g} s "
+                              f"(--dask-timeout). Start workers with `.venv/bin/dask worker {scheduler} --nthreads 1`."
+                              f" ({type(exc).__name__})", usage=False) from None
+    return client
+
+
 def _grade_on_dask(root: Path, pending: list, options: GradeOptions, scheduler: str, jobs: int, finished,
-                   canaries: "_Canaries | None") -> None:
+                   canaries: "_Canaries | None", timeout: float = 60.0) -> None:
     """Submissions spread over a Dask distributed cluster (`scheduler`: its address, or "local" for a LocalCluster
     of `jobs` processes here). Each worker process keeps its own grader session and warm sandbox, as a local
     worker does; at most a few submissions per worker are in flight, so memory stays flat for large classes.
     Every worker first grades the canaries in its own environment; a worker that fails them takes no
     submissions, and if every worker fails, CanaryFailed says why."""
-    from distributed import Client, LocalCluster, as_completed
+    from distributed import LocalCluster, as_completed
 
     cluster = LocalCluster(n_workers=max(1, jobs), threads_per_worker=1, processes=True,
                            dashboard_address=None) if scheduler == "local" else None
     try:
-        with Client(cluster if cluster is not None else scheduler) as client:
+        with _connect(scheduler, cluster, timeout) as client:
             addresses = sorted(client.scheduler_info().get("workers", {}))
             good = _dask_workers_passing_canaries(client, addresses, options, canaries) if canaries else addresses
             waiting = iter(pending)
@@ -306,16 +378,20 @@ def _grade_on_dask(root: Path, pending: list, options: GradeOptions, scheduler: 
 
             for _ in range(4 * max(1, len(good))):
                 submit_next()
-            for future in running:
-                student = students.pop(future.key)
-                document = collect(future, student)
-                if (len(good) > 1 or jobs > 1) and document["extra_data"].get("timed_out"):
-                    alone.append(student)
-                else:
-                    finished(student, document)
-                submit_next()
-            for student in alone:  # one at a time: nothing else is graded meanwhile
-                finished(student, collect(submit(by_name[student], regrade=True), student))
+            try:
+                for future in running:
+                    student = students.pop(future.key)
+                    document = collect(future, student)
+                    if (len(good) > 1 or jobs > 1) and document["extra_data"].get("timed_out"):
+                        alone.append(student)
+                    else:
+                        finished(student, document)
+                    submit_next()
+                for student in alone:  # one at a time: nothing else is graded meanwhile
+                    finished(student, collect(submit(by_name[student], regrade=True), student))
+            except KeyboardInterrupt:  # Ctrl-C: what is in flight is cancelled on the workers, not waited for
+                client.cancel(list(running.futures), force=True)
+                raise
     finally:
         if cluster is not None:
             cluster.close()

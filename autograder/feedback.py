@@ -16,6 +16,12 @@ window.addEventListener("load", function () {
   var images = Array.prototype.slice.call(document.images);
   var broken = images.filter(function (img) { return !img.complete || img.naturalWidth === 0; }).length;
   document.body.dataset.images = images.length + " images, " + broken + " broken";
+  /* each image: its width on the page / its own width in pixels / the width of the column it sits in / where
+     it is (left/top, for a screenshot to be compared with) */
+  document.body.dataset.sizes = images.map(function (img) {
+    var box = img.getBoundingClientRect();
+    return [box.width, img.naturalWidth, img.parentElement.getBoundingClientRect().width, box.left,
+            box.top + window.scrollY].map(Math.round).join("/"); }).join(" ");
 });
 </script>
 """
@@ -30,7 +36,8 @@ text-align: left; vertical-align: top; } th { background: #f4f4f4; } td.num { te
 tr.passed td.status { color: #1a7f37; } tr.failed td.status { color: #c62828; font-weight: 600; }
 pre { background: #f7f7f7; padding: .75rem; overflow-x: auto; white-space: pre-wrap; }
 .score { font-size: 1.4rem; font-weight: 600; }
-figure { margin: 1.5rem 0; } figure img { max-width: 100%; } figcaption { margin-bottom: .4rem; }
+figure { margin: 1.5rem 0; } figure img { display: block; width: 100%; height: auto; }
+figcaption { margin-bottom: .4rem; }
 </style>
 """ + PAGE_CHECK_SCRIPT + """</head><body>
 <h1>{{ doc.extra_data.assignment }}: feedback for {{ doc.extra_data.student }}</h1>
@@ -39,7 +46,7 @@ figure { margin: 1.5rem 0; } figure img { max-width: 100%; } figcaption { margin
 <h2>Tests</h2>
 <table>
 <tr><th>test</th><th>status</th><th>points</th><th>message</th></tr>
-{% for test in doc.tests %}
+{% for test in tests %}
 <tr class="{{ test.status }}"><td>{{ test.name }}</td><td class="status">{{ test.status }}</td>
 <td class="num">{{ "%g"|format(test.score) }} / {{ "%g"|format(test.max_score) }}</td><td>{{ test.output }}</td></tr>
 {% endfor %}
@@ -55,7 +62,8 @@ Written answers are graded by hand and are not included here.</p>
 
 
 def render_feedback(document: dict, figures: list[dict] | None = None) -> str:
-    return TEMPLATE.render(doc=document, figures=figures or [])
+    tests = sorted(document["tests"], key=lambda test: test["status"] == "passed")  # failing first
+    return TEMPLATE.render(doc=document, tests=tests, figures=figures or [])
 
 
 def write_feedback(path: Path, document: dict, figures: list[dict] | None = None) -> None:
@@ -69,7 +77,7 @@ SUMMARY_TEMPLATE = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUn
 <style>
 body { font: 15px/1.45 system-ui, sans-serif; max-width: 64rem; margin: 2rem auto; padding: 0 1rem; color: #222; }
 table { border-collapse: collapse; width: 100%; } th, td { border-bottom: 1px solid #ddd; padding: .3rem .5rem;
-text-align: left; } th { background: #f4f4f4; } td.num { text-align: right; } img { max-width: 100%; }
+text-align: left; } th { background: #f4f4f4; } .num { text-align: right; } img { max-width: 100%; }
 </style>
 """ + PAGE_CHECK_SCRIPT + """</head><body>
 <h1>{{ summary.assignment }}: class summary</h1>
@@ -77,7 +85,30 @@ text-align: left; } th { background: #f4f4f4; } td.num { text-align: right; } im
 {{ summary.full_marks }} with full marks, {{ summary.zero }} with zero. Isolation: {{ summary.isolation }}.
 {% if summary.grader_errors %}<strong>Grader errors for {{ summary.grader_errors|join(", ") }}</strong>
 (see their grader_errors.txt).{% endif %}</p>
+{% if summary.not_graded is defined and summary.not_graded %}<p><strong>Interrupted: {{ summary.not_graded }}
+submission(s) not graded yet</strong>; run the same command with --resume to grade them.</p>{% endif %}
 {% if histogram %}<img alt="score histogram" src="data:image/png;base64,{{ histogram }}">{% endif %}
+{% if summary.written is defined %}<h2>Written answers</h2>
+<p>{% if not summary.written.known %}{% if summary.written.answers is defined %}{{ summary.written.answers }} written
+answers ({{ "%g"|format(summary.written.points) }} points) are graded by hand (formgrader) and are not in the scores
+above; their status is not known here: grade with --gradebook to see it.{% else %}Not known here.{% endif %}
+{% else %}{{ summary.written.answers }} written answers ({{ "%g"|format(summary.written.points) }} points), graded by
+hand in formgrader: all graded for {{ summary.written.graded }} of {{ summary.students }} students{% if
+summary.written.mean is not none %} (mean {{ "%g"|format(summary.written.mean) }} / {{ "%g"|format(summary.written.points)
+}}){% endif %}; {{ summary.written.waiting }} waiting.{% endif %}</p>{% endif %}
+{% if summary.lateness is defined %}<h2>Lateness</h2>
+<p>{{ summary.lateness.on_time }} on time, {{ summary.lateness.late }} late, {{ summary.lateness.no_timestamp }}
+without a timestamp (counted as on time); {{ "%g"|format(summary.lateness.points_taken_off) }} points taken off by
+the late policy in all.{% if summary.lateness.days_late %} Late: {% for student, days in
+summary.lateness.days_late|dictsort %}{{ student }} ({{ days }} day{{ "s" if days > 1 }}){{ ", " if not loop.last
+}}{% endfor %}.{% endif %}</p>{% endif %}
+{% if summary.functions is defined %}<h2>Graded functions</h2>
+<table><tr><th>function</th><th class="num">points</th><th class="num">class mean</th>
+<th class="num">students with all its points</th></tr>
+{% for row in summary.functions %}<tr><td>{{ row.function }}</td><td class="num">{{ "%g"|format(row.points) }}</td>
+<td class="num">{{ "%.2f"|format(row.mean) if row.mean is not none else "" }}</td>
+<td class="num">{{ "%.0f"|format(100 * row.pass_rate) if row.pass_rate is not none else "" }}%</td></tr>
+{% endfor %}</table>{% endif %}
 <h2>Most common failing tests</h2>
 <table><tr><th>test</th><th>failed by</th><th>pass rate</th></tr>
 {% for row in rows[:10] if row.failed %}<tr><td>{{ row.name }}</td><td class="num">{{ row.failed }}</td>
@@ -95,21 +126,32 @@ text-align: left; } th { background: #f4f4f4; } td.num { text-align: right; } im
 """)
 
 
-def _histogram(scores: list[float], max_score: float) -> str:
-    import base64
-    import io
-
+def histogram_figure(scores: list[float], max_score: float):
+    """The class's score histogram as a matplotlib figure (the caller closes it)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
-    fig, ax = plt.subplots(figsize=(6.5, 3))
+    fig, ax = plt.subplots(figsize=(9.6, 3.6))
     ax.hist(scores, bins=min(20, max(5, len(scores))), range=(0, max_score), color="tab:blue", edgecolor="white")
     ax.set_xlabel("score")
     ax.set_ylabel("students")
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))  # a count of students: no 0.5 ticks
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    return fig
+
+
+def _histogram(scores: list[float], max_score: float) -> str:
+    import base64
+    import io
+
+    import matplotlib.pyplot as plt
+
+    fig = histogram_figure(scores, max_score)
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=80, bbox_inches="tight")
+    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
     plt.close(fig)
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 

@@ -21,7 +21,8 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
-from autograder.course import Assignment, Course
+from autograder import REPO_ROOT
+from autograder.course import Assignment, Course, CourseConfigError
 from autograder.files import remove_tree, write_atomic
 from autograder.report import ClassTally, Progress, write_grades_csv, write_summary
 from autograder.results import (MAX_LOAD_PROBLEMS, MAX_MESSAGE, MAX_TRACEBACK, RESULTS_FILE, already_graded,
@@ -37,6 +38,52 @@ class GradeOptions:
     timeout: float        # wall clock for one submission
     isolation: str        # what the sandbox uses: "bubblewrap" or "process"
     course: Course | None = None  # for the canaries' submissions (solutions/ and the release); None: course.yml
+    root: Path | None = None      # the course root (the folder of course.yml): solutions/, the release; None: the kit's
+    gradebook: Path | None = None  # an nbgrader gradebook, for the written answers' status in the class summary
+
+    @property
+    def course_root(self) -> Path:
+        return self.root or REPO_ROOT
+
+    @property
+    def solutions_dir(self) -> Path:
+        """Where this course's solution notebooks (the reference) are: ROOT/<solutions_dir>."""
+        return self.course_root / (self.course.solutions_dir if self.course else "solutions")
+
+
+def reference_for(options: GradeOptions):
+    """The reference of this course (its own solutions/, not necessarily the kit's), loaded once per process."""
+    from autograder.reference import load_reference
+
+    return load_reference(options.assignment.id, options.solutions_dir)
+
+
+def check_course(options: GradeOptions) -> None:
+    """course.yml against the graders and the solution notebooks, before anyone is graded: a graded function
+    without points (or points without a grader) would otherwise give the whole class an internal error.
+    Raises CourseConfigError naming each function."""
+    from autograder.notebook import graded_function_ids, read_notebook
+    from autograder.pytest_plugin import grader_functions
+
+    assignment = options.assignment
+    points = set(assignment.points)
+    graders = grader_functions(str(GRADERS_DIR))
+    folder = options.solutions_dir / assignment.id
+    if not folder.is_dir() or not any(folder.glob("*.ipynb")):
+        raise CourseConfigError(f"no solution notebooks in {folder}: the reference is read from the course root "
+                                f"(the folder of course.yml, {options.course_root}); put solutions/ there, or use "
+                                "--course with the course.yml of the course that has them")
+    in_notebooks = {function: path.name for path in sorted(folder.glob("*.ipynb"))
+                    for function in graded_function_ids(read_notebook(path))}
+    problems = [f"{function} is graded by {GRADERS_DIR.name}/ but has no entry in points" for function in
+                sorted(graders - points)]
+    problems += [f"{function} is a graded solution cell of {in_notebooks[function]} but has no entry in points"
+                 for function in sorted(set(in_notebooks) - points - graders)]
+    problems += [f"points.{function}: no grader tests for {function} in {GRADERS_DIR.name}/"
+                 for function in sorted(points - graders)]
+    if problems:
+        raise CourseConfigError(f"course.yml, assignment {assignment.id}: points and graders do not match:\n  "
+                                + "\n  ".join(problems))
 
 
 def grade_one(student: str, folder: str, options: GradeOptions, alone: bool = False) -> dict:
@@ -45,7 +92,6 @@ def grade_one(student: str, folder: str, options: GradeOptions, alone: bool = Fa
     from autograder.feedback import write_feedback
     from autograder.plots import feedback_plots
     from autograder.pytest_plugin import HELPER_UNITS, GradingContext, Student, run_graders
-    from autograder.reference import load_reference
     from autograder.sandbox import Sandbox
     from autograder.submission import Submission, private_copy, read_submission
 
@@ -57,7 +103,13 @@ def grade_one(student: str, folder: str, options: GradeOptions, alone: bool = Fa
     if len(submission.problems) > MAX_LOAD_PROBLEMS:
         problems.append(f"... and {len(submission.problems) - MAX_LOAD_PROBLEMS} more problems with the files "
                         "(output was cut)")
-    notes = [f"Isolation: {options.isolation}."] + problems
+    # What students read is what they can act on: the isolation and memory limit are the instructor's, in
+    # extra_data and output.txt. Notebooks the assignment expects and the submission lacks come first.
+    missing = [name for name in options.assignment.notebooks if name not in submission.files]
+    notes = ([f"Missing notebook{'s' if len(missing) > 1 else ''}: {', '.join(missing)} (expected: "
+              f"{', '.join(options.assignment.notebooks)}); what they define could not be graded."] if missing else [])
+    notes += problems
+    memory_limit = None
     if alone:
         notes.append("Graded again on its own: a time limit was hit while other submissions were graded at the "
                      "same time, so this result, with nothing else running, is the one that counts.")
@@ -77,16 +129,19 @@ def grade_one(student: str, folder: str, options: GradeOptions, alone: bool = Fa
                          deadline=started + options.timeout) as sandbox:
                 load_report = [dict(r, error=cut(r["error"], MAX_MESSAGE), traceback=cut(r["traceback"], MAX_TRACEBACK))
                                for r in sandbox.load_report]
+                _name_cells(load_report, submission.folder)
+                reference = reference_for(options)
                 context = GradingContext(student, sandbox, dict(options.assignment.points), options.assignment.seed,
-                                         _tolerance(options), deadline=started + options.timeout)
+                                         _tolerance(options), deadline=started + options.timeout, reference=reference)
                 run_graders(context, str(GRADERS_DIR))
                 if context.results and any(r.score > 0 for r in context.results):
-                    figures = feedback_plots(Student(sandbox, context.deadline), load_reference())
+                    failed = {r.function for r in context.results if r.status != "passed"}
+                    figures = feedback_plots(Student(sandbox, context.deadline), reference, failed)
                 output = sandbox.output()
                 student_seconds = sandbox.student_seconds
                 warm = sandbox.warm
                 zygote_source = sandbox.zygote_source
-                notes.append(f"Memory limit: {sandbox.memory_scope}.")
+                memory_limit = sandbox.memory_scope
                 timed_out = sandbox.timeouts > 0 or time.monotonic() >= context.deadline
         finally:
             remove_tree(scratch)  # whatever the student left there (without bubblewrap it writes to this disk)
@@ -97,10 +152,14 @@ def grade_one(student: str, folder: str, options: GradeOptions, alone: bool = Fa
                   "tags": [r.function]} for r in context.results]
         if context.collection_errors:
             tests = empty_tests(options.assignment, "internal grader error: the graders could not be collected")
+    tests.sort(key=lambda test: test["status"] == "passed")  # failing tests first (stable: graders' order within)
     document = results_document(student, tests, options, time.monotonic() - started, notes, load_report,
                                 submission.files, submission.timestamp())
+    document["extra_data"]["memory_limit"] = memory_limit  # None: no student code was run
+    document["extra_data"]["missing_notebooks"] = missing
 
-    write_atomic(out_dir / "output.txt", output or "(no output)\n")
+    write_atomic(out_dir / "output.txt", f"[autograder] Isolation: {options.isolation}. Memory limit: "
+                 f"{memory_limit or 'none applied (no student code was run)'}.\n" + (output or "(no output)\n"))
     if grader_errors:
         write_atomic(out_dir / "grader_errors.txt", "\n\n".join(grader_errors))
     write_feedback(out_dir / "feedback.html", document, figures)
@@ -113,8 +172,44 @@ def grade_one(student: str, folder: str, options: GradeOptions, alone: bool = Fa
     document["extra_data"]["zygote"] = zygote_source  # "warm parent": started beside the trusted imports
     document["extra_data"]["timed_out"] = timed_out  # a call, a cell or the whole submission hit its time limit
     document["extra_data"]["graded_alone"] = alone
+    document["extra_data"]["submission_sha256"] = submission_digest(Path(folder))  # what --resume compares
     write_atomic(out_dir / RESULTS_FILE, json.dumps(document, indent=2, allow_nan=False))
     return document
+
+
+def _name_cells(load_report: list[dict], folder: Path) -> None:
+    """Adds to each cell's load problem the name a student can find it by (`cell`): the nbgrader id of the cell
+    (check_rnn_backward, the public check that failed), else its number counted from 1 and its first line, in
+    place of a 0-based index over all cells."""
+    notebooks: dict[str, list] = {}
+    for problem in load_report:
+        name, index = str(problem.get("file")), problem.get("index")
+        if not isinstance(index, int) or not name.endswith(".ipynb"):
+            continue
+        if name not in notebooks:
+            notebooks[name] = _cells(folder / name)
+        cells = notebooks[name]
+        cell = cells[index] if 0 <= index < len(cells) and isinstance(cells[index], dict) else {}
+        nbgrader = (cell.get("metadata") or {}).get("nbgrader") if isinstance(cell.get("metadata"), dict) else None
+        grade_id = nbgrader.get("grade_id") if isinstance(nbgrader, dict) else None
+        source = cell.get("source", "")
+        source = "".join(map(str, source)) if isinstance(source, list) else str(source)
+        first = next((line.strip() for line in source.splitlines() if line.strip()), "")
+        first = first if len(first) <= 50 else first[:50] + "..."
+        problem["cell"] = str(grade_id)[:80] if grade_id else f"cell {index + 1}" + (f" ({first})" if first else "")
+
+
+def _cells(path: Path) -> list:
+    """A notebook's cells, read as data (JSON) as the submission reader reads them; [] when it cannot be."""
+    from autograder.submission import MAX_NOTEBOOK_FILE_BYTES
+
+    try:
+        if path.is_symlink() or not path.is_file() or path.stat().st_size > MAX_NOTEBOOK_FILE_BYTES:
+            return []
+        cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):
+        return []
+    return cells if isinstance(cells, list) else []
 
 
 def _peak_rss_mb() -> float:
@@ -139,15 +234,58 @@ def _grade_in_worker(student: str, folder: str, options: GradeOptions, alone: bo
         return crash_document(student, options, traceback.format_exc())
 
 
-def grade_batch(submissions_dir: Path, options: GradeOptions, jobs: int = 1, resume: bool = False,
-                scheduler: str | None = None, canary: bool = True) -> dict:
-    """Grade every submission folder; `scheduler` (a Dask scheduler address, or "local") spreads the work over a
-    Dask cluster instead of `jobs` worker processes here.
+class GradingInterrupted(Exception):
+    """Ctrl-C: grading stopped; grades.csv and the summary hold the students who finished (`summary`)."""
 
-    Before any student, the same workers grade the canaries (the reference solution and the untouched release,
-    autograder/canary.py): if either does not get its known score, CanaryFailed is raised and nobody is graded."""
+    def __init__(self, summary: dict, pending: int):
+        super().__init__(f"interrupted: {pending} submission(s) not graded")
+        self.summary, self.pending = summary, pending
+
+
+def submission_digest(folder: Path) -> str:
+    """A fingerprint of a student's files (names, contents, link targets; nbgrader's timestamp.txt beside them
+    too), recorded in results.json so that --resume can tell a result that is still current from a resubmission."""
+    import hashlib
+    import os
+
+    digest = hashlib.sha256()
+    paths = [p for p in sorted(folder.rglob("*")) if p.is_file() or p.is_symlink()]
+    stamp = folder.parent / "timestamp.txt"
+    for path in paths + ([stamp] if stamp.is_file() and not stamp.is_symlink() else []):
+        digest.update(str(path.relative_to(folder.parent)).encode() + b"\0")
+        digest.update(os.readlink(path).encode() if path.is_symlink() else path.read_bytes())
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def current_result(options: GradeOptions, student: str, folder: Path) -> dict | None:
+    """The student's results.json in OUT if it is complete and current: graded for this assignment and these
+    points, without a grader error, from exactly the files there now; else None (they are graded again)."""
+    document = already_graded(options.out, student)
+    if document is None or (student_dir(options.out, student) / "grader_errors.txt").exists():
+        return None
+    extra = document.get("extra_data", {})
+    tested = {(t.get("tags") or [""])[0] for t in document.get("tests", [])}
+    if (extra.get("assignment") != options.assignment.id or document.get("max_score") != options.assignment.max_score
+            or tested != set(options.assignment.points) or extra.get("student") != student
+            or extra.get("submission_sha256") != submission_digest(folder)):
+        return None
+    return document
+
+
+def grade_batch(submissions_dir: Path, options: GradeOptions, jobs: int = 1, resume: bool = False,
+                scheduler: str | None = None, canary: bool = True, students: tuple[str, ...] = (),
+                dask_timeout: float = 60.0) -> dict:
+    """Grade every submission folder (or only `students`); `scheduler` (a Dask scheduler address, or "local")
+    spreads the work over a Dask cluster instead of `jobs` worker processes here.
+
+    course.yml is first checked against the graders (CourseConfigError). Before any student, the same workers
+    grade the canaries (the reference solution and the untouched release, autograder/canary.py): if either does
+    not get its known score, CanaryFailed is raised and nobody is graded. On Ctrl-C the workers are stopped, the
+    class files are written for who finished, and GradingInterrupted is raised."""
     from autograder.submission import find_submissions
 
+    check_course(options)
     started = time.monotonic()
     if not scheduler:
         from autograder.executors import start_warm_parent
@@ -156,11 +294,13 @@ def grade_batch(submissions_dir: Path, options: GradeOptions, jobs: int = 1, res
         start_warm_parent(tuple(options.assignment.preload), max(1, jobs))
     options.out.mkdir(parents=True, exist_ok=True)
     submissions = find_submissions(submissions_dir, options.assignment.id)
+    if students:
+        submissions = [sub for sub in submissions if sub.student in students]
     tally = ClassTally(list(options.assignment.points))
     timings: list[dict] = []
     pending = []
     for sub in submissions:
-        previous = already_graded(options.out, sub.student) if resume else None
+        previous = current_result(options, sub.student, sub.folder) if resume else None
         if previous is not None:
             tally.add(sub.student, previous)
         else:
@@ -175,18 +315,26 @@ def grade_batch(submissions_dir: Path, options: GradeOptions, jobs: int = 1, res
 
     from autograder.executors import _grade_locally, _grade_on_dask
 
+    interrupted = False
     try:
         if scheduler:
-            _grade_on_dask(submissions_dir, pending, options, scheduler, jobs, finished, canaries)
+            _grade_on_dask(submissions_dir, pending, options, scheduler, jobs, finished, canaries, dask_timeout)
         else:
             _grade_locally(pending, options, jobs, finished, canaries)
+    except KeyboardInterrupt:  # the executors have stopped their workers: write what is there
+        interrupted = True
     finally:
         progress.close()
         if canaries is not None:
             canaries.cleanup()
     write_grades_csv(options.out, tally)
-    return write_summary(options.out, tally, options, time.monotonic() - started,
-                         canaries.verdict if canaries is not None else "not run", run_timing(timings))
+    not_graded = len({sub.student for sub in submissions} - set(tally.students))
+    summary = write_summary(options.out, tally, options, time.monotonic() - started,
+                            canaries.verdict if canaries is not None else "not run", not_graded,
+                            run_timing(timings))
+    if interrupted:
+        raise GradingInterrupted(summary, not_graded)
+    return summary
 
 
 def run_timing(timings: list[dict]) -> dict:
@@ -237,7 +385,8 @@ class _Canaries:
         from autograder.course import load_course
 
         course = self.options.course or load_course()
-        return build_canaries(course, self.options.assignment.id, self.scratch / "submissions")
+        return build_canaries(course, self.options.assignment.id, self.scratch / "submissions",
+                              root=self.options.course_root)
 
     def check(self, documents: dict[str, dict], where: str = "") -> None:
         """Raises CanaryFailed unless the canaries got their known scores."""

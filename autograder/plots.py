@@ -15,6 +15,11 @@ import numpy as np
 from autograder.sandbox import StudentCrashed, StudentTimeout
 
 PUBLIC_SEED = 2024  # shown on the page: these inputs are public
+# Pictures are drawn at the width the feedback page gives them (60rem = 960 CSS px), so at 100% zoom nothing is
+# scaled and the legend's 10 points are 10 * DPI / 72 = 13.9 px tall (tests/test_pages.py measures it in Chromium).
+DPI = 100
+WIDTH_INCHES = 9.6
+LEGEND_POINTS = 10
 
 
 # A picture is plain data (_figure: curves, labels, scales), drawn by one function (_render). Rendering is most
@@ -66,11 +71,11 @@ def _render(figure: dict) -> str:
     import matplotlib.pyplot as plt
 
     below = figure["legend_below"]
-    fig, ax = plt.subplots(figsize=(6.5, 4.4 if below else 3.8))
+    fig, ax = plt.subplots(figsize=(WIDTH_INCHES, 5.6 if below else 4.8))
     try:
         # Fixed margins with room for a legend under the axes: bbox_inches="tight" would render twice.
-        fig.subplots_adjust(left=0.12, right=0.97, top=0.91, bottom=0.32 if below else 0.14)
-        plot = ax.loglog if figure["scale"] == "loglog" else ax.semilogy
+        fig.subplots_adjust(left=0.09, right=0.98, top=0.92, bottom=0.3 if below else 0.12)
+        plot = {"loglog": ax.loglog, "semilogy": ax.semilogy, "linear": ax.plot}[figure["scale"]]
         for x, y, label, style in figure["lines"]:
             plot(x, y, label=label, **style)
         if figure["ylim"] is not None:
@@ -79,11 +84,11 @@ def _render(figure: dict) -> str:
         ax.set_ylabel(figure["ylabel"])
         ax.set_title(figure["title"])
         if below:
-            ax.legend(fontsize=7, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.16))
+            ax.legend(fontsize=LEGEND_POINTS, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.13))
         else:
-            ax.legend(fontsize=7)
+            ax.legend(fontsize=LEGEND_POINTS)
         buffer = io.BytesIO()
-        fig.savefig(buffer, format="png", dpi=80)
+        fig.savefig(buffer, format="png", dpi=DPI)
     finally:
         plt.close(fig)
     _RENDERED[key] = png = base64.b64encode(buffer.getvalue()).decode("ascii")
@@ -191,6 +196,66 @@ def truncation_plot(student, ref) -> tuple[str, str, dict]:
     return "Truncated BPTT", caption, figure
 
 
+# The functions a picture of "yours against the reference" is drawn for when one of their tests failed: the call
+# on public inputs, and the names of what it returns. The student's outputs come back from the sandbox as plain
+# arrays, validated by the codec (exact types, dtypes, shapes); nothing of the student's runs here.
+COMPARED = {
+    "rnn_backward": ("rnn_forward", ["dx", "dh0", "dWx", "dWh", "db"]),
+    "rnn_step_backward": ("rnn_step_forward", ["dx", "dprev_h", "dWx", "dWh", "db"]),
+    "rnn_forward": (None, ["h"]),
+    "rnn_step_forward": (None, ["next_h"]),
+}
+
+
+def comparison_plot(student, ref, function: str) -> tuple[str, str, dict]:
+    """Every entry of the student's outputs of `function` against the reference's on public inputs: on the
+    diagonal where they agree; an output off the diagonal is the one to look at."""
+    rng = np.random.default_rng(PUBLIC_SEED + 3)
+    N, T, D, H = 2, 5, 3, 4
+    x = rng.standard_normal((N, T, D))
+    h0 = rng.standard_normal((N, H)) * 0.5
+    Wx = rng.standard_normal((D, H)) * 0.5
+    Wh = rng.standard_normal((H, H)) * 0.4
+    b = rng.standard_normal(H) * 0.1
+    dh = rng.standard_normal((N, T, H))
+    forward, names = COMPARED[function]
+    if function.startswith("rnn_step"):
+        args = (x[:, 0], h0, Wx, Wh, b)
+        want_forward = ref.rnn_step_forward(*args)
+        backward_input = dh[:, 0]
+    else:
+        args = (x, h0, Wx, Wh, b)
+        want_forward = ref.rnn_forward(*args)
+        backward_input = dh
+    if forward is None:
+        want = [want_forward[0]]
+        got = [getattr(student, function)(*args)[0]]
+    else:
+        want = list(getattr(ref, function)(backward_input, want_forward[1]))
+        _, cache = getattr(student, forward)(*args)  # the student's own forward: a handle that stays in the sandbox
+        got = list(getattr(student, function)(backward_input, cache))
+    figure = _figure(f"Your {function} against the reference, entry by entry", "reference value", "your value",
+                     "linear", legend_below=False)
+    every = np.concatenate([np.ravel(w) for w in want])
+    span = [float(every.min()), float(every.max())]
+    _line(figure, span, span, "agreement (yours = reference)", reference=True, color="gray")
+    off = []
+    colors = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple"]
+    for name, w, g, color in zip(names, want, got, colors):
+        if not (isinstance(g, np.ndarray) and g.shape == w.shape and g.dtype.kind == "f" and np.all(np.isfinite(g))):
+            off.append(f"{name}: shape {getattr(g, 'shape', type(g).__name__)}, expected {w.shape}"
+                       if getattr(g, "shape", None) != w.shape else f"{name}: not finite floats")
+            continue
+        _line(figure, np.ravel(w), np.ravel(g), f"{name}", color=color, ls="none", marker="o", ms=4)
+        if not np.allclose(g, w, rtol=1e-6, atol=1e-9):
+            off.append(name)
+    caption = (f"Public inputs (seed {PUBLIC_SEED + 3}, N={N}, T={T}, D={D}, H={H}, non-zero h0), not the graded "
+               "ones. Each dot is one entry of an output: on the gray diagonal where yours agrees with the reference. "
+               + (f"Off or missing here: {'; '.join(off)}." if off else "Here all agree: the failure is in a case "
+                  "the page's table names."))
+    return f"Your {function}", caption, figure
+
+
 class _StopAfterTrouble:
     """Calls the student's functions until one hangs or crashes, then stops: a picture must not cost minutes."""
 
@@ -212,11 +277,16 @@ class _StopAfterTrouble:
         return call
 
 
-def feedback_plots(student, ref) -> list[dict]:
-    """[{title, caption, png}] for the page; a plot that cannot be drawn is left out."""
+def feedback_plots(student, ref, failed: set[str] = frozenset()) -> list[dict]:
+    """[{title, caption, png}] for the page: first, for each function of COMPARED in `failed` (at most two), the
+    student's outputs against the reference's; then the decay, clipping and truncation pictures. A plot that
+    cannot be drawn is left out."""
+    import functools
+
     student = _StopAfterTrouble(student)
     figures = []
-    for make in (decay_plot, clipping_plot, truncation_plot):
+    compared = [functools.partial(comparison_plot, function=f) for f in COMPARED if f in failed][:2]
+    for make in (*compared, decay_plot, clipping_plot, truncation_plot):
         try:
             title, caption, figure = make(student, ref)
             figures.append({"title": title, "caption": caption, "png": _render(figure)})

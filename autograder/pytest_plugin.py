@@ -50,6 +50,23 @@ def graded(function: str, description: str, error_handling: bool = False, points
                                              error_handling=error_handling, points=points)
 
 
+def grader_functions(graders_dir: str) -> set[str]:
+    """The graded functions the graders test, read statically (ast: nothing imported or run) from their
+    `@graded("function", ...)` marks, so course.yml can be checked against them before anyone is graded."""
+    import ast
+    from pathlib import Path
+
+    functions = set()
+    for path in sorted(Path(graders_dir).glob("test_*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+            if not (isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", "")) == "graded"):
+                continue
+            first = node.args[0] if node.args else next((k.value for k in node.keywords if k.arg == "function"), None)
+            if isinstance(first, ast.Constant) and isinstance(first.value, str):
+                functions.add(first.value)
+    return functions
+
+
 class StudentFunction:
     def __init__(self, student: "Student", name: str):
         self._student, self.name = student, name
@@ -229,6 +246,7 @@ class GradingContext:
     seed: int
     tolerance: Tolerance
     deadline: float = math.inf
+    reference: object = None  # the course's reference module (None: the kit's own solutions)
     results: list[TestResult] = field(default_factory=list)
     collection_errors: list[str] = field(default_factory=list)
 
@@ -273,7 +291,7 @@ class GradingPlugin:
     def ref(self):
         from autograder.reference import load_reference
 
-        return load_reference()
+        return self._context.reference or load_reference()
 
     # ---- hooks ----
     def pytest_configure(self, config):

@@ -24,6 +24,7 @@ class ClassTally:
     functions: list[str]
     students: dict[str, tuple[float, float, tuple[float, ...]]] = field(default_factory=dict)  # score, max, per function
     test_counts: dict[str, list[int]] = field(default_factory=dict)  # test name -> [passed, failed]
+    submitted: dict[str, tuple[str | None, float]] = field(default_factory=dict)  # student -> (when, points taken off)
 
     def add(self, student: str, document: dict) -> None:
         per_function = function_scores(document)
@@ -31,6 +32,76 @@ class ClassTally:
                                   tuple(per_function.get(f, 0.0) for f in self.functions))
         for test in document["tests"]:
             self.test_counts.setdefault(test["name"], [0, 0])[test["status"] != "passed"] += 1
+        extra = document.get("extra_data", {})
+        raw = extra.get("raw_score", document["score"])
+        self.submitted[student] = (extra.get("submitted"), max(0.0, round(raw - document["score"], 6)))
+
+
+def function_table(tally: ClassTally, points: dict[str, float]) -> list[dict]:
+    """Per graded function: its points, the class mean and the share of students with all of its points."""
+    rows = []
+    for i, function in enumerate(tally.functions):
+        got = [per_function[i] for _, _, per_function in tally.students.values()]
+        full = points.get(function, 0.0)
+        rows.append({"function": function, "points": full,
+                     "mean": round(sum(got) / len(got), 4) if got else None,
+                     "pass_rate": round(sum(1 for g in got if g >= full - 1e-6) / len(got), 4) if got else None})
+    return rows
+
+
+def lateness(tally: ClassTally, assignment) -> dict:
+    """Who submitted on time, late (by started days after the due date and grace period), or without a timestamp
+    (nbgrader's timestamp.txt), and the points the late policy took off."""
+    import math
+    from datetime import datetime
+
+    on_time, late, unknown, days = 0, 0, 0, {}
+    for student, (when, _) in tally.submitted.items():
+        if not when:
+            unknown += 1
+            continue
+        seconds = (datetime.fromisoformat(when) - assignment.due).total_seconds() \
+            - 60 * assignment.late_policy.grace_minutes
+        if seconds <= 0:
+            on_time += 1
+        else:
+            late += 1
+            days[student] = math.ceil(seconds / 86400)
+    return {"on_time": on_time, "late": late, "no_timestamp": unknown, "days_late": dict(sorted(days.items())),
+            "points_taken_off": round(sum(off for _, off in tally.submitted.values()), 4)}
+
+
+def written_status(gradebook: Path | None, course, assignment_id: str, solutions: Path, students: list[str]) -> dict:
+    """The written answers (graded by hand in formgrader): their points, from the solution notebooks, and, when an
+    nbgrader gradebook is given, for how many of these students every written answer has a manual grade and their
+    mean. Without a gradebook their status is unknown here, and the summary says so."""
+    from autograder.notebook import read_notebook, written_answers
+
+    answers: dict[str, float] = {}
+    for path in sorted((solutions / assignment_id).glob("*.ipynb")):
+        answers.update(written_answers(read_notebook(path)))
+    status = {"points": sum(answers.values()), "answers": len(answers), "known": False}
+    if gradebook is None or not Path(gradebook).is_file() or not answers:
+        return status
+    from autograder.gradebook import alembic_on_path
+
+    alembic_on_path()
+    from nbgrader.api import Gradebook, MissingEntry
+
+    graded, scores = 0, []
+    with Gradebook(f"sqlite:///{Path(gradebook).resolve()}", course_id=course.course_id) as gb:
+        for student in students:
+            try:
+                submission = gb.find_submission(assignment_id, student)
+            except MissingEntry:
+                continue
+            grades = [g for nb in submission.notebooks for g in nb.grades if g.name in answers]
+            if grades and all(g.manual_score is not None for g in grades):
+                graded += 1
+                scores.append(sum(g.manual_score for g in grades))
+    status.update(known=True, graded=graded, waiting=len(students) - graded,
+                  mean=round(sum(scores) / len(scores), 4) if scores else None)
+    return status
 
 
 def write_grades_csv(out: Path, tally: ClassTally) -> Path:
@@ -55,7 +126,7 @@ def write_grades_csv(out: Path, tally: ClassTally) -> Path:
 
 
 def write_summary(out: Path, tally: ClassTally, options: GradeOptions, seconds: float,
-                  canary: str = "not run", timing: dict | None = None) -> dict:
+                  canary: str = "not run", not_graded: int = 0, timing: dict | None = None) -> dict:
     scores = [score for score, _, _ in tally.students.values()]
     summary = {
         "assignment": options.assignment.id,
@@ -67,9 +138,14 @@ def write_summary(out: Path, tally: ClassTally, options: GradeOptions, seconds: 
         "isolation": options.isolation,
         "wall_seconds": round(seconds, 2),
         "canary": canary,
+        "not_graded": not_graded,  # interrupted (Ctrl-C): submissions left for --resume
         "timing": timing or {},  # start-up and grading overhead of this run (grade.py: run_timing)
         "grader_errors": sorted(s for s in tally.students
                                 if (student_dir(out, s) / "grader_errors.txt").exists()),
+        "functions": function_table(tally, dict(options.assignment.points)),
+        "lateness": lateness(tally, options.assignment),
+        "written": written_status(options.gradebook, options.course, options.assignment.id, options.solutions_dir,
+                                  sorted(tally.students)) if options.course is not None else {"known": False},
     }
     write_atomic(out / "summary.json", json.dumps(summary, indent=2))
     from autograder.feedback import write_class_summary

@@ -63,7 +63,8 @@ def results_document(student: str, tests: list[dict], options, seconds: float, n
     lines += [late_note] if late_note else []
     lines += notes
     for problem in load_report[:MAX_LOAD_PROBLEMS]:
-        where = f"{problem['file']}" + (f", cell {problem['index']}" if problem.get("index") is not None else "")
+        cell = problem.get("cell") or (f"cell {problem['index'] + 1}" if problem.get("index") is not None else "")
+        where = problem["file"] + (f", {cell}" if cell else "")
         lines.append(f"{where}: {problem['error']}")
     if len(load_report) > MAX_LOAD_PROBLEMS:
         lines.append(f"... and {len(load_report) - MAX_LOAD_PROBLEMS} more cells or files that failed to load "
@@ -87,7 +88,7 @@ def crash_document(student: str, options, error: str) -> dict:
     """When the grader itself failed for this student: zero with a message, so the batch still has everyone."""
     tests = empty_tests(options.assignment, "internal grader error while grading this submission; the instructor "
                         "has the details")
-    document = results_document(student, tests, options, 0.0, [f"Isolation: {options.isolation}."], [], [])
+    document = results_document(student, tests, options, 0.0, [], [], [])
     out_dir = student_dir(options.out, student)
     write_atomic(out_dir / "grader_errors.txt", error)
     from autograder.feedback import write_feedback

@@ -190,7 +190,8 @@ def leftover_processes(markers: list[str]) -> list[str]:
 
 
 def validate(course: Course, assignment_id: str, out: Path, corpus_dir: Path = CORPUS_DIR,
-             corpora: tuple[str, ...] = CORPORA, jobs: int = 2, timeout: float | None = None) -> dict:
+             corpora: tuple[str, ...] = CORPORA, jobs: int = 2, timeout: float | None = None,
+             root: Path = REPO_ROOT) -> dict:
     """Build and grade every case, then judge it; returns a report (also written to OUT/validation.json)."""
     from autograder.build_class import build_student, load_spec
     from autograder.grade import GradeOptions, grade_batch
@@ -218,11 +219,11 @@ def validate(course: Course, assignment_id: str, out: Path, corpus_dir: Path = C
                 submissions = Path(scratch) / f"submissions-{limit}"
                 batch_out = out if limit is None else out / f"time-limit-{limit:g}s"
                 for name in names:
-                    build_student(name, cases[name][1], course, assignment_id, submissions,
+                    build_student(name, cases[name][1], course, assignment_id, submissions, root=root,
                                   substitutions={"@PORT@": str(listener.port), "@REPO@": str(REPO_ROOT)})
                     folders[name] = student_dir(batch_out, name)
                 options = GradeOptions(assignment, batch_out, float(limit or timeout or assignment.limits.timeout_seconds),
-                                       isolation, course=course)
+                                       isolation, course=course, root=root)
                 grade_batch(submissions, options, jobs=jobs, canary=False)  # it grades the reference itself
     finally:
         listener.close()

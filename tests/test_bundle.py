@@ -132,7 +132,7 @@ def test_gradescope_run_gives_the_solutions_full_marks(bundle, tmp_path):
     failed = [f"{t['name']}: {t['output']}" for t in document["tests"] if t["status"] != "passed"]
     assert document["score"] == pytest.approx(60) == pytest.approx(SPEC.max_score), failed
     isolation = document["extra_data"]["isolation"]
-    assert f"isolation: {isolation}" in run.stdout and f"Isolation: {isolation}." in document["output"]
+    assert f"isolation: {isolation}" in run.stdout and "Isolation" not in document["output"]  # instructors only
     assert document["extra_data"]["student"] == "ada.lovelace@example.edu"
     assert not list((tmp_path / "results").glob(".*")), "a temporary file was left in results/"
 

@@ -57,6 +57,8 @@ def small_memory_course(tmp_path: Path) -> Path:
     data["assignments"][0]["preload"] = ["numpy"]
     path = tmp_path / "course.yml"
     path.write_text(yaml.safe_dump(data))
+    for folder in ("solutions", "assignments"):  # the course root is course.yml's folder: the kit's notebooks
+        (tmp_path / folder).symlink_to(REPO_ROOT / folder)
     return path
 
 

@@ -29,6 +29,8 @@ def fast_course(tmp_path: Path) -> Path:
     data["assignments"][0]["limits"]["cell_timeout_seconds"] = 20
     path = tmp_path / "course.yml"
     path.write_text(yaml.safe_dump(data))
+    for folder in ("solutions", "assignments"):  # the course root is course.yml's folder: the kit's notebooks
+        (tmp_path / folder).symlink_to(REPO_ROOT / folder)
     return path
 
 
