@@ -132,19 +132,35 @@ def grade(submissions: Path, out: Path, jobs: int, timeout: float | None, resume
     click.echo(f"Results: {out / '<student>' / 'results.json'}, feedback pages: {out / '<student>' / 'feedback.html'}")
     click.echo(f"Grades: {out / 'grades.csv'}; class summary: {out / 'summary.html'} (and summary.json)")
     if gradebook is not None:
-        import json
+        _record_in_gradebook(gradebook, course, spec.id, submissions, out, course_file.resolve().parent)
 
-        from autograder.gradebook import GradebookError, record_grades
 
-        documents = {}
-        for path in sorted(out.glob("*/results.json")):  # keyed by the student id inside (a folder may differ)
-            document = json.loads(path.read_text())
-            documents[document.get("extra_data", {}).get("student") or path.parent.name] = document
-        try:
-            record_grades(f"sqlite:///{gradebook.resolve()}", course, spec.id, documents, course_file.resolve().parent)
-        except GradebookError as exc:
-            raise click.ClickException(f"gradebook: {exc}") from None
-        click.echo(f"Recorded {len(documents)} students in the nbgrader gradebook {gradebook}")
+def _record_in_gradebook(gradebook: Path, course, assignment_id: str, submissions: Path, out: Path,
+                         root: Path) -> None:
+    """The students of this run (not other folders in OUT) into the gradebook, their notebooks into
+    autograded/ beside it (the gradebook's folder is the nbgrader course directory) for formgrader."""
+    import json
+
+    from autograder.gradebook import GradebookError, record_grades
+    from autograder.results import student_dir
+    from autograder.submission import find_submissions
+
+    documents, folders = {}, {}
+    for sub in find_submissions(submissions, assignment_id):
+        path = student_dir(out, sub.student) / "results.json"
+        if path.is_file():
+            documents[sub.student] = json.loads(path.read_text(encoding="utf-8"))
+            folders[sub.student] = sub.folder
+    course_dir = gradebook.resolve().parent
+    try:
+        warned = record_grades(f"sqlite:///{gradebook.resolve()}", course, assignment_id, documents, root,
+                               folders=folders, course_dir=course_dir)
+    except GradebookError as exc:
+        raise click.ClickException(f"gradebook: {exc}") from None
+    for warning in warned:
+        click.echo(f"warning: gradebook: {warning}", err=True)
+    click.echo(f"Recorded {len(documents)} students in the nbgrader gradebook {gradebook}; their notebooks are in "
+               f"{course_dir / 'autograded'} for formgrader")
 
 
 def _require_students(submissions: Path, assignment_id: str) -> None:

@@ -97,7 +97,7 @@ def grade_one(student: str, folder: str, options: GradeOptions, alone: bool = Fa
         if context.collection_errors:
             tests = empty_tests(options.assignment, "internal grader error: the graders could not be collected")
     document = results_document(student, tests, options, time.monotonic() - started, notes, load_report,
-                                submission.files, submission.timestamp())
+                                submission.files, submission.timestamp(options.assignment.zone))
 
     write_atomic(out_dir / "output.txt", output or "(no output)\n")
     if grader_errors:

@@ -48,6 +48,8 @@ def _write(tmp_path: Path, mutate) -> Path:
     (lambda d: d["assignments"][0]["limits"].update(timeout_seconds=-1), "assignments.0.limits.timeout_seconds"),
     (lambda d: d.update(gradebook="x.db"), "gradebook"),
     (lambda d: d["assignments"][0].update(due="next friday"), "assignments.0.due"),
+    (lambda d: d.update(timezone="Mars/Olympus_Mons"), "timezone"),
+    (lambda d: d["assignments"][0].update(timezone="CEST+1"), "assignments.0.timezone"),
 ])
 def test_bad_course_file_names_the_key(tmp_path, mutate, key):
     with pytest.raises(CourseConfigError) as error:
