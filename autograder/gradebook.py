@@ -3,19 +3,21 @@
 
 The assignment's structure in the gradebook is nbgrader's own: `generate_assignment` runs on a scratch copy of
 `solutions/<assignment>` with its database pointed at the gradebook, so nbgrader itself records the notebooks and
-their grade, solution and source cells. Our graded functions are nbgrader solution cells that are not grade cells
-(`solution: true, grade: false`); in the scratch copy only, each gets `grade: true` and its points from course.yml,
-so nbgrader records it as a code grade cell named after the function, with a checksum like any other. This keeps
-a later `generate_assignment` on the same gradebook consistent: nbgrader refuses to add or remove cells of a
-notebook that has submissions, and cells added behind its back would count as removed.
+their grade, solution and source cells. Each graded function is a solution cell that is also a grade cell worth its
+points (`solution: true, grade: true, points: N`, N equal to course.yml's), so nbgrader records it as a code grade
+cell named after the function, and the TA's own `nbgrader generate_assignment` on the same notebooks records the
+same cells: nbgrader refuses to add or remove cells of a notebook that has submissions, so a gradebook holding
+cells its source notebooks do not have would stop the TA's next `generate_assignment --force`.
 
 `generate_assignment` runs only when the gradebook's cells differ from what it would record now (first use, an
 edited notebook, changed points): the expected cells are computed in-process with nbgrader's own preprocessors
-(LockCells, ClearSolutions, ComputeChecksums), the ones that run before its SaveCells.
+(LockCells, ClearSolutions, ComputeChecksums), the ones that run before its SaveCells. The assignment's own settings
+(its due date) are left as the TA set them.
 
-Then each student's submission gets, per graded function, `auto_score` = the sum of that function's test scores in
-their results document and `needs_manual_grade = False`. Written answers are left to formgrader: a new
-submission's written grades need manual grading; on a regrade, manual scores and comments are kept.
+Then each student's submission gets what `nbgrader autograde` would leave: per graded function, `auto_score` = the
+sum of that function's test scores in their results document and `needs_manual_grade = False`; the timestamp; the
+late penalty; the notebooks in `autograded/`. Written answers are left to formgrader: a new submission's written
+grades need manual grading; on a regrade, manual scores and comments are kept.
 """
 
 from __future__ import annotations
@@ -226,6 +228,11 @@ def gradebook_notebooks(source: Path, assignment: Assignment) -> dict:
                 raise GradebookError(f"graded function {function} has solution cells in both {found[function]} "
                                      f"and {path.name}")
             found[function] = path.name
+            meta = cell.metadata.nbgrader
+            if meta.get("grade") and float(meta.get("points", 0)) != float(assignment.points[function]):
+                # nbgrader's own generate_assignment records the notebook's points: they must be course.yml's
+                raise GradebookError(f"{path.name}: {function} is worth {meta.get('points')} points in the notebook "
+                                     f"but {assignment.points[function]:g} in course.yml; make them equal")
             cell.metadata.nbgrader["grade"] = True
             cell.metadata.nbgrader["points"] = assignment.points[function]
         notebooks[path.stem] = nb

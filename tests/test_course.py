@@ -24,6 +24,14 @@ def test_points_cover_exactly_the_graded_functions(course):
     graded = [gid for name in assignment.notebooks for gid in graded_function_ids(read_notebook(folder / name))]
     assert len(graded) == len(set(graded)), "a graded function is defined in two notebooks"
     assert set(graded) == set(assignment.points)
+    # each is an nbgrader grade cell worth course.yml's points, so nbgrader's own generate_assignment records the
+    # cells the kit grades into (autograder/gradebook.py)
+    for name in assignment.notebooks:
+        for cell in read_notebook(folder / name).cells:
+            meta = cell.get("metadata", {}).get("nbgrader", {})
+            if meta.get("grade_id") in assignment.points and cell.cell_type == "code":
+                assert meta.get("grade") is True and meta.get("solution") is True, meta["grade_id"]
+                assert float(meta["points"]) == assignment.points[meta["grade_id"]], meta["grade_id"]
 
 
 def test_every_written_answer_has_points(course):
