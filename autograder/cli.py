@@ -277,5 +277,116 @@ def validate(out: Path, jobs: int, corpora: tuple[str, ...], corpus_dir: Path | 
         sys.exit(1)
 
 
+@main.command("report")
+@click.argument("out", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--gradebook", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True,
+              help="The nbgrader gradebook the grades were recorded in (`grade --gradebook`), with the written "
+                   "answers graded in formgrader.")
+@click.option("--assignment", default="vanishing_gradients", show_default=True, help="Assignment id in course.yml.")
+@course_option
+def report_command(out: Path, gradebook: Path, assignment: str, course_file: Path):
+    """One page per student with everything: write OUT/<student>/report.html with the autograded functions (from
+    OUT/<student>/results.json), the written answers' points and comments from formgrader (from the gradebook), the
+    late penalty and the total out of the whole assignment, as `nbgrader export` counts it.
+
+    Answers not graded yet are shown as such and counted; run it again when they are.
+
+    \b
+    Example:
+      autograder report build/results --gradebook course/gradebook.db
+    \b
+    Exit codes: 0 pages written (even with answers not graded yet), 1 bad course.yml, 2 OUT or the gradebook
+    cannot be used (e.g. no results in OUT, the assignment is not in the gradebook)."""
+    from autograder.final_grades import FinalGradesError, collect, write_reports
+
+    course = _load(course_file)
+    spec = course.assignment(assignment)
+    try:
+        grades = collect(out, spec, gradebook, course.course_id)
+    except FinalGradesError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    grades = _in_gradebook(grades)
+    write_reports(grades, out, spec)
+    pending = sum(len(g.pending) for g in grades)
+    click.echo(f"Wrote {len(grades)} pages: {out / '<student>' / 'report.html'}")
+    if pending:
+        click.echo(f"{pending} written answers are not graded yet (shown as such on the pages).")
+
+
+def _in_gradebook(grades: list) -> list:
+    """The students the gradebook has; results in OUT it does not have (an earlier run's) are left out, by name."""
+    left_out = [g.student for g in grades if not g.in_gradebook]
+    if left_out:
+        click.echo(f"warning: results in OUT but not in the gradebook, left out: {', '.join(left_out)}", err=True)
+    kept = [g for g in grades if g.in_gradebook]
+    if not kept:
+        click.echo("error: none of the students in OUT is in the gradebook", err=True)
+        sys.exit(2)
+    return kept
+
+
+@main.command("export")
+@click.argument("out", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--format", "lms", type=click.Choice(["canvas", "moodle"]), required=True,
+              help="Which LMS's gradebook import the CSV is for.")
+@click.option("--to", "dest", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="The CSV file to write.")
+@click.option("--gradebook", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Add the written answers graded in formgrader (the totals are then `nbgrader export`'s); "
+                   "without it, the autograded scores only.")
+@click.option("--roster", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="A CSV with the LMS's identity columns, e.g. the LMS's own gradebook export; each student's "
+                   "identity columns are copied from the row whose --roster-key is their student id.")
+@click.option("--roster-key", default=None,
+              help="The roster's column holding the kit's student ids [default: 'SIS Login ID' for canvas, "
+                   "'ID number' for moodle].")
+@click.option("--column", default=None,
+              help="The header of the grade column [default: the assignment's title]. For an existing Canvas "
+                   "assignment use Canvas's own header, e.g. 'Vanishing gradients (12345)'.")
+@click.option("--assignment", default="vanishing_gradients", show_default=True, help="Assignment id in course.yml.")
+@course_option
+def export_command(out: Path, lms: str, dest: Path, gradebook: Path | None, roster: Path | None,
+                   roster_key: str | None, column: str | None, assignment: str, course_file: Path):
+    """Write the grades in OUT as a CSV that Canvas's or Moodle's gradebook imports (README: "Grades into an LMS").
+
+    canvas: columns Student, ID, SIS User ID, SIS Login ID, Section, then the grade column; without --roster the
+    student id goes into Student and SIS Login ID (Canvas matches rows on ID, SIS User ID or SIS Login ID).
+    moodle: columns ID number, Email address, then the grade column; on import map "ID number" to useridnumber
+    (or "Email address" to useremail, with a roster that has them) and the grade column to the grade item.
+
+    \b
+    Example:
+      autograder export build/results --format canvas --to canvas.csv --gradebook course/gradebook.db
+    \b
+    Exit codes: 0 written, 1 bad course.yml, 2 OUT, the gradebook or the roster cannot be used, or a student is
+    missing from the roster (nothing is written)."""
+    from autograder.final_grades import FinalGradesError, collect, lms_csv, read_roster
+
+    course = _load(course_file)
+    spec = course.assignment(assignment)
+    key = roster_key or {"canvas": "SIS Login ID", "moodle": "ID number"}[lms]
+    try:
+        grades = collect(out, spec, gradebook, course.course_id)
+        rows = read_roster(roster, key) if roster else None
+    except FinalGradesError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    if gradebook is not None:
+        grades = _in_gradebook(grades)
+    text, missing = lms_csv(grades, lms, column or spec.title, rows)
+    if missing:
+        click.echo(f"error: not in the roster {roster} (column {key!r}): {', '.join(missing)}; nothing written",
+                   err=True)
+        sys.exit(2)
+    from autograder.files import write_atomic
+
+    write_atomic(dest, text)
+    pending = sum(len(g.pending) for g in grades)
+    click.echo(f"Wrote {len(grades)} students' grades for {lms} to {dest}"
+               + ("" if gradebook else " (autograded scores only: no --gradebook)")
+               + (f"; {pending} written answers are not graded yet and count 0" if pending else ""))
+
+
 if __name__ == "__main__":
     main()

@@ -34,6 +34,7 @@ RELEASE = REPO_ROOT / COURSE.release_dir / ASSIGNMENT
 NOTEBOOKS = COURSE.assignment(ASSIGNMENT).notebooks
 WRITTEN = {name: written_answers(read_notebook(SOURCE / name)) for name in NOTEBOOKS}
 WRITTEN_MAX = sum(sum(cells.values()) for cells in WRITTEN.values())
+WRITTEN_ANSWERS = [cell for cells in WRITTEN.values() for cell in cells]
 AUTO_MAX = sum(POINTS.values())
 GRADE_CELLS = len(POINTS) + sum(len(cells) for cells in WRITTEN.values())
 VENV_BIN = str(Path(sys.executable).parent)
@@ -478,6 +479,30 @@ def test_ta_workflow_grade_formgrader_export(tmp_path):
         assert float(rows[name]["late_submission_penalty"] or 0) == pytest.approx(penalty, abs=1e-6)
         assert float(rows[name]["score"]) == pytest.approx(csv_scores[name] + raw - results[name]["extra_data"]["raw_score"])
     assert rows["cleo_no_carried_gradient"]["timestamp"].startswith("2026-12-20 09:00:00")  # UTC, as nbgrader keeps it
+
+    # one page per student with both parts, and an LMS's CSV, with nbgrader export's totals
+    from click.testing import CliRunner
+
+    from autograder.cli import main
+
+    result = CliRunner().invoke(main, ["report", str(out), "--gradebook", str(root / "gradebook.db")])
+    assert result.exit_code == 0, result.output
+    assert f"{len(WRITTEN_ANSWERS) * 2 - 1} written answers are not graded yet" in result.stdout, result.stdout
+    page = (out / "ada_reference" / "report.html").read_text()
+    total = float(rows["ada_reference"]["score"])
+    assert f"Total: {total:g} / {AUTO_MAX + WRITTEN_MAX:g} points" in page
+    assert f"{manual:g} / {WRITTEN[NOTEBOOKS[0]][written]:g}" in page and "not graded yet" in page
+    cleo_page = (out / "cleo_no_carried_gradient" / "report.html").read_text()
+    assert f"&minus;{float(rows['cleo_no_carried_gradient']['late_submission_penalty']):g}" in cleo_page
+    result = CliRunner().invoke(main, ["export", str(out), "--format", "canvas", "--to", str(tmp_path / "canvas.csv"),
+                                       "--gradebook", str(root / "gradebook.db")])
+    assert result.exit_code == 0, result.output
+    assert "not in the gradebook, left out: zed_stale" in result.stderr
+    with open(tmp_path / "canvas.csv", newline="") as f:
+        canvas = list(csv.reader(f))
+    assert canvas[0][:5] == ["Student", "ID", "SIS User ID", "SIS Login ID", "Section"]
+    assert {row[3]: float(row[5]) for row in canvas[1:]} == pytest.approx(
+        {name: float(row["score"]) for name, row in rows.items()})
 
     # the TA's settings and commands: the due date is theirs, and nbgrader's generate_assignment still works
     with gradebook(root) as gb:
