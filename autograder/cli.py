@@ -388,5 +388,36 @@ def export_command(out: Path, lms: str, dest: Path, gradebook: Path | None, rost
                + (f"; {pending} written answers are not graded yet and count 0" if pending else ""))
 
 
+@main.command("answers")
+@click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--to", "dest", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="The document to write: .pdf (printed by headless Chromium) or .html.")
+@click.option("--title", default=None, help="The heading, e.g. the student's name [default: FOLDER's name].")
+@click.option("--assignment", default="vanishing_gradients", show_default=True, help="Assignment id in course.yml.")
+@course_option
+def answers_command(folder: Path, dest: Path, title: str | None, assignment: str, course_file: Path):
+    """Write the written answers in FOLDER's notebooks (one student's, flat or nbgrader's <assignment>/ layout),
+    each under its question and points, as one PDF or HTML document: for graders outside formgrader, e.g. a
+    Gradescope PDF assignment (README: "Gradescope"). The notebooks are read, never run.
+
+    \b
+    Example:
+      autograder answers submissions/ada --to ada_answers.pdf
+    \b
+    Exit codes: 0 written (answers not found are marked in the document and counted on the terminal), 1 bad
+    course.yml, 2 the document cannot be made (e.g. a PDF without Chromium: write .html instead)."""
+    from autograder.answers import AnswersError, write_answers
+
+    course = _load(course_file)
+    spec = course.assignment(assignment)
+    try:
+        missing = write_answers(folder, dest, course, spec, course_file.resolve().parent,
+                                title or folder.resolve().name)
+    except AnswersError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    click.echo(f"Wrote {dest}" + (f" ({missing} answers not found in the notebooks)" if missing else ""))
+
+
 if __name__ == "__main__":
     main()
