@@ -82,7 +82,8 @@ def build_class_command(spec: Path, dest: Path, assignment: str, course_file: Pa
 @click.option("--resume", is_flag=True, help="Keep the results already in OUT; grade only the students missing.")
 @click.option("--gradebook", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also record the scores in this nbgrader gradebook database (created if missing), for "
-                   "formgrader and `nbgrader export`.")
+                   "formgrader and `nbgrader export`: this run's students, their timestamps and late penalties; "
+                   "their notebooks go to autograded/ in the gradebook's folder (the nbgrader course directory).")
 @click.option("--executor", type=click.Choice(["local", "dask"]), default="local", show_default=True,
               help="Where submissions are graded: worker processes on this machine, or a Dask distributed cluster.")
 @click.option("--scheduler", default=None, metavar="ADDRESS",
@@ -277,7 +278,7 @@ def validate(out: Path, jobs: int, corpora: tuple[str, ...], corpus_dir: Path | 
         sys.exit(1)
 
 
-@main.command("report")
+@main.command("report", short_help="One page per student: autograded and written scores, total.")
 @click.argument("out", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--gradebook", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True,
               help="The nbgrader gradebook the grades were recorded in (`grade --gradebook`), with the written "
@@ -326,7 +327,7 @@ def _in_gradebook(grades: list) -> list:
     return kept
 
 
-@main.command("export")
+@main.command("export", short_help="Grades as a CSV for Canvas or Moodle to import.")
 @click.argument("out", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--format", "lms", type=click.Choice(["canvas", "moodle"]), required=True,
               help="Which LMS's gradebook import the CSV is for.")
@@ -348,7 +349,7 @@ def _in_gradebook(grades: list) -> list:
 @course_option
 def export_command(out: Path, lms: str, dest: Path, gradebook: Path | None, roster: Path | None,
                    roster_key: str | None, column: str | None, assignment: str, course_file: Path):
-    """Write the grades in OUT as a CSV that Canvas's or Moodle's gradebook imports (README: "Grades into an LMS").
+    """Write the grades in OUT as a CSV that Canvas's or Moodle's gradebook imports (README: "With nbgrader", step 6).
 
     canvas: columns Student, ID, SIS User ID, SIS Login ID, Section, then the grade column; without --roster the
     student id goes into Student and SIS Login ID (Canvas matches rows on ID, SIS User ID or SIS Login ID).
@@ -388,7 +389,7 @@ def export_command(out: Path, lms: str, dest: Path, gradebook: Path | None, rost
                + (f"; {pending} written answers are not graded yet and count 0" if pending else ""))
 
 
-@main.command("answers")
+@main.command("answers", short_help="A student's written answers as one PDF or HTML document.")
 @click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--to", "dest", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="The document to write: .pdf (printed by headless Chromium) or .html.")
