@@ -301,7 +301,7 @@ def report_command(out: Path, gradebook: Path, assignment: str, course_file: Pat
     from autograder.final_grades import FinalGradesError, collect, write_reports
 
     course = _load(course_file)
-    spec = course.assignment(assignment)
+    spec = _assignment(course, assignment)
     try:
         grades = collect(out, spec, gradebook, course.course_id)
     except FinalGradesError as exc:
@@ -313,6 +313,14 @@ def report_command(out: Path, gradebook: Path, assignment: str, course_file: Pat
     click.echo(f"Wrote {len(grades)} pages: {out / '<student>' / 'report.html'}")
     if pending:
         click.echo(f"{pending} written answers are not graded yet (shown as such on the pages).")
+
+
+def _assignment(course, assignment_id: str):
+    """The assignment, or exit 1 naming the ids course.yml has."""
+    try:
+        return course.assignment(assignment_id)
+    except CourseConfigError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 def _in_gradebook(grades: list) -> list:
@@ -365,7 +373,7 @@ def export_command(out: Path, lms: str, dest: Path, gradebook: Path | None, rost
     from autograder.final_grades import FinalGradesError, collect, lms_csv, read_roster
 
     course = _load(course_file)
-    spec = course.assignment(assignment)
+    spec = _assignment(course, assignment)
     key = roster_key or {"canvas": "SIS Login ID", "moodle": "ID number"}[lms]
     try:
         grades = collect(out, spec, gradebook, course.course_id)
@@ -410,7 +418,7 @@ def answers_command(folder: Path, dest: Path, title: str | None, assignment: str
     from autograder.answers import AnswersError, write_answers
 
     course = _load(course_file)
-    spec = course.assignment(assignment)
+    spec = _assignment(course, assignment)
     try:
         missing = write_answers(folder, dest, course, spec, course_file.resolve().parent,
                                 title or folder.resolve().name)
