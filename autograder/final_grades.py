@@ -175,8 +175,8 @@ td.num, th.num { text-align: right; white-space: nowrap; } .failed { color: #c62
 <td class="num">&minus;{{ fmt(g.late_penalty) }}</td></tr>{% endif %}
 {% if g.in_gradebook %}<tr><td>Written answers{% if g.pending %} <span class="pending">({{ g.pending|length }}
 not graded yet)</span>{% endif %}</td><td class="num">{{ fmt(g.written_score) }} / {{ fmt(g.written_max) }}</td></tr>
-{% else %}<tr><td class="pending" colspan="2">Written answers ({{ fmt(g.written_max) }} points): not graded yet
-</td></tr>{% endif %}
+{% else %}<tr><td class="pending" colspan="2">Written answers{% if g.written_max %} ({{ fmt(g.written_max) }}
+points){% endif %}: not graded yet</td></tr>{% endif %}
 </table>
 {% for line in notes %}<p>{{ line }}</p>{% endfor %}
 <h2>Written answers</h2>
