@@ -315,6 +315,24 @@ def report_command(out: Path, gradebook: Path, assignment: str, course_file: Pat
         click.echo(f"{pending} written answers are not graded yet (shown as such on the pages).")
 
 
+def _in_grades_csv(grades: list, out: Path) -> list:
+    """The students of OUT/grades.csv (the last grading run, resumed students included), where there is one;
+    other folders in OUT (an earlier run's) are left out, by name."""
+    import csv
+
+    path = out / "grades.csv"
+    if not path.is_file():
+        return grades
+    with open(path, newline="", encoding="utf-8") as f:
+        listed = {row["student"] for row in csv.DictReader(f)}
+    # grades.csv writes a formula-like id with a leading quote (report.py)
+    listed |= {s[1:] for s in listed if s[:1] == "'" and s[1:2] in ("=", "+", "-", "@", "\t", "\r")}
+    left_out = [g.student for g in grades if g.student not in listed]
+    if left_out:
+        click.echo(f"warning: results in OUT but not in OUT/grades.csv, left out: {', '.join(left_out)}", err=True)
+    return [g for g in grades if g.student in listed]
+
+
 def _assignment(course, assignment_id: str):
     """The assignment, or exit 1 naming the ids course.yml has."""
     try:
@@ -343,7 +361,7 @@ def _in_gradebook(grades: list) -> list:
               help="The CSV file to write.")
 @click.option("--gradebook", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="Add the written answers graded in formgrader (the totals are then `nbgrader export`'s); "
-                   "without it, the autograded scores only.")
+                   "without it, the autograded scores of the students in OUT/grades.csv.")
 @click.option("--roster", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="A CSV with the LMS's identity columns, e.g. the LMS's own gradebook export; each student's "
                    "identity columns are copied from the row whose --roster-key is their student id.")
@@ -381,8 +399,7 @@ def export_command(out: Path, lms: str, dest: Path, gradebook: Path | None, rost
     except FinalGradesError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
-    if gradebook is not None:
-        grades = _in_gradebook(grades)
+    grades = _in_gradebook(grades) if gradebook is not None else _in_grades_csv(grades, out)
     text, missing = lms_csv(grades, lms, column or spec.title, rows)
     if missing:
         click.echo(f"error: not in the roster {roster} (column {key!r}): {', '.join(missing)}; nothing written",

@@ -119,3 +119,13 @@ def test_report_page_without_gradebook_says_written_answers_are_not_graded(out):
     page = render_report(cleo, ASSIGNMENT)
     assert "Total: 24 / 60 points" in page and "&minus;6" in page
     assert "not graded yet" in page and "Isolation" not in page and "dWh differs" in page
+
+
+def test_export_keeps_the_students_of_grades_csv(out, tmp_path):
+    """A folder left in OUT by an earlier run is not exported: grades.csv lists the last run's students."""
+    (out / "grades.csv").write_text("student,score,max_score\nada,60,60\n'=cmd,0,60\n")
+    dest = tmp_path / "moodle.csv"
+    code, stdout, stderr = run("export", out, "--format", "moodle", "--to", dest)
+    assert code == 0, stdout + stderr
+    assert [row[0] for row in read(dest)[1:]] == ["'=cmd", "ada"]
+    assert "not in OUT/grades.csv, left out: cleo" in stderr
