@@ -139,7 +139,8 @@ GRADE_EPILOG = _exit_codes(
                    "one folder per student.")
 @click.option("--gradebook", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also record the scores in this nbgrader gradebook database (created if missing), for "
-                   "formgrader and `nbgrader export`.")
+                   "formgrader and `nbgrader export`: this run's students, their timestamps and late penalties; "
+                   "their notebooks go to autograded/ in the gradebook's folder (the nbgrader course directory).")
 @click.option("--executor", type=click.Choice(["local", "dask"]), default="local", show_default=True,
               help="Where submissions are graded: worker processes on this machine, or a Dask distributed cluster.")
 @click.option("--scheduler", default=None, metavar="ADDRESS",
@@ -162,10 +163,7 @@ def grade(submissions: Path, out: Path, jobs: int, timeout: float | None, resume
     command exits 1 with the first errors met (e.g. torch cannot be imported under the memory limit)."""
     import tempfile
 
-    from autograder.canary import CanaryFailed
-    from autograder.executors import DaskUnavailable
-    from autograder.grade import GradeOptions, GradingInterrupted, grade_batch
-    from autograder.intake import IntakeError
+    from autograder.grade import GradeOptions
     from autograder.sandbox import isolation_level
 
     course, course_file = _load(course_file)
@@ -187,7 +185,22 @@ def grade(submissions: Path, out: Path, jobs: int, timeout: float | None, resume
                            root=course_file.parent, gradebook=gradebook)
     staging = tempfile.TemporaryDirectory(prefix="vg-staged-")  # a flat download or one student's folder, as a class
     try:
-        folder, students = _intake(submissions, spec, students, flat, Path(staging.name))
+        _grade_and_record(submissions, out, jobs, resume, students, flat, gradebook, scheduler, dask_timeout, spec,
+                          course, course_file, options, isolation, Path(staging.name))
+    finally:
+        staging.cleanup()
+
+
+def _grade_and_record(submissions, out, jobs, resume, students, flat, gradebook, scheduler, dask_timeout, spec,
+                      course, course_file, options, isolation, staging: Path) -> None:
+    """`grade`'s work once the options are known (the staged folder lives until the gradebook has the notebooks)."""
+    from autograder.canary import CanaryFailed
+    from autograder.executors import DaskUnavailable
+    from autograder.grade import GradingInterrupted, grade_batch
+    from autograder.intake import IntakeError
+
+    try:
+        folder, students = _intake(submissions, spec, students, flat, staging)
         summary = grade_batch(folder, options, jobs=jobs, resume=resume, scheduler=scheduler, students=students,
                               dask_timeout=dask_timeout)
     except IntakeError as exc:
@@ -211,8 +224,6 @@ def grade(submissions: Path, out: Path, jobs: int, timeout: float | None, resume
                    f"To grade the rest, run the same command with --resume:\n"
                    f"  autograder {shlex.join(again)} --resume", err=True)
         sys.exit(130)
-    finally:
-        staging.cleanup()
     click.echo(f"Graded {summary['students']} submissions of {spec.id} in {summary['wall_seconds']:.1f} s "
                f"(isolation: {isolation}); mean {summary['mean_score']} / {summary['max_score']:g}, "
                f"{summary['full_marks']} full marks, {summary['zero']} zero. Canary: {summary['canary']}.")
@@ -222,19 +233,37 @@ def grade(submissions: Path, out: Path, jobs: int, timeout: float | None, resume
     click.echo(f"Results: {out / '<student>' / 'results.json'}, feedback pages: {out / '<student>' / 'feedback.html'}")
     click.echo(f"Grades: {out / 'grades.csv'}; class summary: {out / 'summary.html'} (and summary.json)")
     if gradebook is not None:
-        import json
+        _record_in_gradebook(gradebook, course, spec.id, folder, out, course_file.resolve().parent, students)
 
-        from autograder.gradebook import GradebookError, record_grades
 
-        documents = {}
-        for path in sorted(out.glob("*/results.json")):  # keyed by the student id inside (a folder may differ)
-            document = json.loads(path.read_text())
-            documents[document.get("extra_data", {}).get("student") or path.parent.name] = document
-        try:
-            record_grades(f"sqlite:///{gradebook.resolve()}", course, spec.id, documents, course_file.parent)
-        except GradebookError as exc:
-            raise click.ClickException(f"gradebook: {exc}") from None
-        click.echo(f"Recorded {len(documents)} students in the nbgrader gradebook {gradebook}")
+def _record_in_gradebook(gradebook: Path, course, assignment_id: str, submissions: Path, out: Path,
+                         root: Path, students: tuple[str, ...] = ()) -> None:
+    """The students of this run (not other folders in OUT; only `students` when given) into the gradebook, their
+    notebooks into autograded/ beside it (the gradebook's folder is the nbgrader course directory) for formgrader."""
+    import json
+
+    from autograder.gradebook import GradebookError, record_grades
+    from autograder.results import student_dir
+    from autograder.submission import find_submissions
+
+    documents, folders = {}, {}
+    for sub in find_submissions(submissions, assignment_id):
+        if students and sub.student not in students:
+            continue
+        path = student_dir(out, sub.student) / "results.json"
+        if path.is_file():
+            documents[sub.student] = json.loads(path.read_text(encoding="utf-8"))
+            folders[sub.student] = sub.folder
+    course_dir = gradebook.resolve().parent
+    try:
+        warned = record_grades(f"sqlite:///{gradebook.resolve()}", course, assignment_id, documents, root,
+                               folders=folders, course_dir=course_dir)
+    except GradebookError as exc:
+        raise click.ClickException(f"gradebook: {exc}") from None
+    for warning in warned:
+        click.echo(f"warning: gradebook: {warning}", err=True)
+    click.echo(f"Recorded {len(documents)} students in the nbgrader gradebook {gradebook}; their notebooks are in "
+               f"{course_dir / 'autograded'} for formgrader")
 
 
 LAYOUT = ("Expected one folder per student, named by student id: SUBMISSIONS/<student>/*.ipynb, or nbgrader's "
@@ -395,6 +424,173 @@ def validate(out: Path, jobs: int, corpora: tuple[str, ...], corpus_dir: Path | 
                f"report: {out / 'validation.json'}")
     if not report["ok"]:
         sys.exit(1)
+
+
+@main.command("report", short_help="One page per student: autograded and written scores, total.")
+@click.argument("out", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--gradebook", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True,
+              help="The nbgrader gradebook the grades were recorded in (`grade --gradebook`), with the written "
+                   "answers graded in formgrader.")
+@click.option("--assignment", default="vanishing_gradients", show_default=True, help="Assignment id in course.yml.")
+@course_option
+def report_command(out: Path, gradebook: Path, assignment: str, course_file: Path):
+    """One page per student with everything: write OUT/<student>/report.html with the autograded functions (from
+    OUT/<student>/results.json), the written answers' points and comments from formgrader (from the gradebook), the
+    late penalty and the total out of the whole assignment, as `nbgrader export` counts it.
+
+    Answers not graded yet are shown as such and counted; run it again when they are.
+
+    \b
+    Example:
+      autograder report build/results --gradebook course/gradebook.db
+    \b
+    Exit codes: 0 pages written (even with answers not graded yet), 1 bad course.yml, 2 OUT or the gradebook
+    cannot be used (e.g. no results in OUT, the assignment is not in the gradebook)."""
+    from autograder.final_grades import FinalGradesError, collect, write_reports
+
+    course = _load(course_file)
+    spec = _assignment(course, assignment)
+    try:
+        grades = collect(out, spec, gradebook, course.course_id)
+    except FinalGradesError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    grades = _in_gradebook(grades)
+    write_reports(grades, out, spec)
+    pending = sum(len(g.pending) for g in grades)
+    click.echo(f"Wrote {len(grades)} pages: {out / '<student>' / 'report.html'}")
+    if pending:
+        click.echo(f"{pending} written answers are not graded yet (shown as such on the pages).")
+
+
+def _in_grades_csv(grades: list, out: Path) -> list:
+    """The students of OUT/grades.csv (the last grading run, resumed students included), where there is one;
+    other folders in OUT (an earlier run's) are left out, by name."""
+    import csv
+
+    path = out / "grades.csv"
+    if not path.is_file():
+        return grades
+    with open(path, newline="", encoding="utf-8") as f:
+        listed = {row["student"] for row in csv.DictReader(f)}
+    # grades.csv writes a formula-like id with a leading quote (report.py)
+    listed |= {s[1:] for s in listed if s[:1] == "'" and s[1:2] in ("=", "+", "-", "@", "\t", "\r")}
+    left_out = [g.student for g in grades if g.student not in listed]
+    if left_out:
+        click.echo(f"warning: results in OUT but not in OUT/grades.csv, left out: {', '.join(left_out)}", err=True)
+    return [g for g in grades if g.student in listed]
+
+
+def _assignment(course, assignment_id: str):
+    """The assignment, or exit 1 naming the ids course.yml has."""
+    try:
+        return course.assignment(assignment_id)
+    except CourseConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _in_gradebook(grades: list) -> list:
+    """The students the gradebook has; results in OUT it does not have (an earlier run's) are left out, by name."""
+    left_out = [g.student for g in grades if not g.in_gradebook]
+    if left_out:
+        click.echo(f"warning: results in OUT but not in the gradebook, left out: {', '.join(left_out)}", err=True)
+    kept = [g for g in grades if g.in_gradebook]
+    if not kept:
+        click.echo("error: none of the students in OUT is in the gradebook", err=True)
+        sys.exit(2)
+    return kept
+
+
+@main.command("export", short_help="Grades as a CSV for Canvas or Moodle to import.")
+@click.argument("out", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--format", "lms", type=click.Choice(["canvas", "moodle"]), required=True,
+              help="Which LMS's gradebook import the CSV is for.")
+@click.option("--to", "dest", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="The CSV file to write.")
+@click.option("--gradebook", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Add the written answers graded in formgrader (the totals are then `nbgrader export`'s); "
+                   "without it, the autograded scores of the students in OUT/grades.csv.")
+@click.option("--roster", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="A CSV with the LMS's identity columns, e.g. the LMS's own gradebook export; each student's "
+                   "identity columns are copied from the row whose --roster-key is their student id.")
+@click.option("--roster-key", default=None,
+              help="The roster's column holding the kit's student ids [default: 'SIS Login ID' for canvas, "
+                   "'ID number' for moodle].")
+@click.option("--column", default=None,
+              help="The header of the grade column [default: the assignment's title]. For an existing Canvas "
+                   "assignment use Canvas's own header, e.g. 'Vanishing gradients (12345)'.")
+@click.option("--assignment", default="vanishing_gradients", show_default=True, help="Assignment id in course.yml.")
+@course_option
+def export_command(out: Path, lms: str, dest: Path, gradebook: Path | None, roster: Path | None,
+                   roster_key: str | None, column: str | None, assignment: str, course_file: Path):
+    """Write the grades in OUT as a CSV that Canvas's or Moodle's gradebook imports (README: "With nbgrader", step 6).
+
+    canvas: columns Student, ID, SIS User ID, SIS Login ID, Section, then the grade column; without --roster the
+    student id goes into Student and SIS Login ID (Canvas matches rows on ID, SIS User ID or SIS Login ID).
+    moodle: columns ID number, Email address, then the grade column; on import map "ID number" to useridnumber
+    (or "Email address" to useremail, with a roster that has them) and the grade column to the grade item.
+
+    \b
+    Example:
+      autograder export build/results --format canvas --to canvas.csv --gradebook course/gradebook.db
+    \b
+    Exit codes: 0 written, 1 bad course.yml, 2 OUT, the gradebook or the roster cannot be used, or a student is
+    missing from the roster (nothing is written)."""
+    from autograder.final_grades import FinalGradesError, collect, lms_csv, read_roster
+
+    course = _load(course_file)
+    spec = _assignment(course, assignment)
+    key = roster_key or {"canvas": "SIS Login ID", "moodle": "ID number"}[lms]
+    try:
+        grades = collect(out, spec, gradebook, course.course_id)
+        rows = read_roster(roster, key) if roster else None
+    except FinalGradesError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    grades = _in_gradebook(grades) if gradebook is not None else _in_grades_csv(grades, out)
+    text, missing = lms_csv(grades, lms, column or spec.title, rows)
+    if missing:
+        click.echo(f"error: not in the roster {roster} (column {key!r}): {', '.join(missing)}; nothing written",
+                   err=True)
+        sys.exit(2)
+    from autograder.files import write_atomic
+
+    write_atomic(dest, text)
+    pending = sum(len(g.pending) for g in grades)
+    click.echo(f"Wrote {len(grades)} students' grades for {lms} to {dest}"
+               + ("" if gradebook else " (autograded scores only: no --gradebook)")
+               + (f"; {pending} written answers are not graded yet and count 0" if pending else ""))
+
+
+@main.command("answers", short_help="A student's written answers as one PDF or HTML document.")
+@click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--to", "dest", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="The document to write: .pdf (printed by headless Chromium) or .html.")
+@click.option("--title", default=None, help="The heading, e.g. the student's name [default: FOLDER's name].")
+@click.option("--assignment", default="vanishing_gradients", show_default=True, help="Assignment id in course.yml.")
+@course_option
+def answers_command(folder: Path, dest: Path, title: str | None, assignment: str, course_file: Path):
+    """Write the written answers in FOLDER's notebooks (one student's, flat or nbgrader's <assignment>/ layout),
+    each under its question and points, as one PDF or HTML document: for graders outside formgrader, e.g. a
+    Gradescope PDF assignment (README: "Gradescope"). The notebooks are read, never run.
+
+    \b
+    Example:
+      autograder answers submissions/ada --to ada_answers.pdf
+    \b
+    Exit codes: 0 written (answers not found are marked in the document and counted on the terminal), 1 bad
+    course.yml, 2 the document cannot be made (e.g. a PDF without Chromium: write .html instead)."""
+    from autograder.answers import AnswersError, write_answers
+
+    course = _load(course_file)
+    spec = _assignment(course, assignment)
+    try:
+        missing = write_answers(folder, dest, course, spec, course_file.resolve().parent,
+                                title or folder.resolve().name)
+    except AnswersError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    click.echo(f"Wrote {dest}" + (f" ({missing} answers not found in the notebooks)" if missing else ""))
 
 
 if __name__ == "__main__":

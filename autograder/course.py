@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, tzinfo
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError
+from pydantic import (BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError, field_validator,
+                      model_validator)
 
 from autograder import REPO_ROOT
 
@@ -52,11 +54,23 @@ class LatePolicy(_Strict):
     grace_minutes: float = Field(0.0, ge=0, description="lateness forgiven, e.g. for upload time")
 
 
+def _zone_name(name: str | None) -> str | None:
+    """An IANA time zone name (Europe/Berlin, UTC), checked against the system's zone database."""
+    if name is not None:
+        try:
+            ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {name!r} (use an IANA name such as Europe/Berlin or UTC)") from None
+    return name
+
+
 class Assignment(_Strict):
     id: str
     title: str
     notebooks: list[str] = Field(min_length=1)
-    due: datetime
+    due: datetime = Field(description="due date; without a UTC offset it is in the time zone below")
+    timezone: str | None = Field(None, description="IANA time zone of this assignment's dates and of nbgrader "
+                                 "timestamps without a zone [default: the course's]")
     late_policy: LatePolicy = LatePolicy()
     limits: Limits
     seed: int = Field(description="base of the per-student seeds of the hidden test inputs")
@@ -64,6 +78,12 @@ class Assignment(_Strict):
     points: dict[str, PositiveFloat] = Field(description="autograded function -> points", min_length=1)
     preload: list[str] = Field(["numpy"], description="libraries imported once per grading worker, before any "
                                "student code, and shared by every student process forked from there")
+
+    _check_zone = field_validator("timezone")(_zone_name)
+
+    @property
+    def zone(self) -> tzinfo:
+        return ZoneInfo(self.timezone or "UTC")
 
     @property
     def max_score(self) -> float:
@@ -75,7 +95,24 @@ class Course(_Strict):
     title: str
     solutions_dir: str = "solutions"
     release_dir: str = "assignments"
+    timezone: str = Field("UTC", description="IANA time zone (e.g. Europe/Berlin) of due dates written without a "
+                          "UTC offset and of nbgrader timestamps without a zone; nbgrader's Exchange.timezone")
     assignments: list[Assignment] = Field(min_length=1)
+
+    _check_zone = field_validator("timezone")(_zone_name)
+
+    @model_validator(mode="after")
+    def _dates_in_the_course_zone(self):
+        """Each assignment gets the course's time zone unless it names its own, and a due date written without an
+        offset is read in that zone (so `due: 2026-12-18T23:59:00` means 23:59 where the course is)."""
+        fixed = []
+        for a in self.assignments:
+            a = a.model_copy(update={"timezone": a.timezone or self.timezone})
+            if a.due.tzinfo is None:
+                a = a.model_copy(update={"due": a.due.replace(tzinfo=a.zone)})
+            fixed.append(a)
+        object.__setattr__(self, "assignments", fixed)
+        return self
 
     def assignment(self, assignment_id: str) -> Assignment:
         for assignment in self.assignments:

@@ -154,7 +154,7 @@ def grade_one(student: str, folder: str, options: GradeOptions, alone: bool = Fa
             tests = empty_tests(options.assignment, "internal grader error: the graders could not be collected")
     tests.sort(key=lambda test: test["status"] == "passed")  # failing tests first (stable: graders' order within)
     document = results_document(student, tests, options, time.monotonic() - started, notes, load_report,
-                                submission.files, submission.timestamp())
+                                submission.files, submission.timestamp(options.assignment.zone))
     document["extra_data"]["memory_limit"] = memory_limit  # None: no student code was run
     document["extra_data"]["missing_notebooks"] = missing
 

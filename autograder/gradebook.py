@@ -3,19 +3,21 @@
 
 The assignment's structure in the gradebook is nbgrader's own: `generate_assignment` runs on a scratch copy of
 `solutions/<assignment>` with its database pointed at the gradebook, so nbgrader itself records the notebooks and
-their grade, solution and source cells. Our graded functions are nbgrader solution cells that are not grade cells
-(`solution: true, grade: false`); in the scratch copy only, each gets `grade: true` and its points from course.yml,
-so nbgrader records it as a code grade cell named after the function, with a checksum like any other. This keeps
-a later `generate_assignment` on the same gradebook consistent: nbgrader refuses to add or remove cells of a
-notebook that has submissions, and cells added behind its back would count as removed.
+their grade, solution and source cells. Each graded function is a solution cell that is also a grade cell worth its
+points (`solution: true, grade: true, points: N`, N equal to course.yml's), so nbgrader records it as a code grade
+cell named after the function, and the TA's own `nbgrader generate_assignment` on the same notebooks records the
+same cells: nbgrader refuses to add or remove cells of a notebook that has submissions, so a gradebook holding
+cells its source notebooks do not have would stop the TA's next `generate_assignment --force`.
 
 `generate_assignment` runs only when the gradebook's cells differ from what it would record now (first use, an
 edited notebook, changed points): the expected cells are computed in-process with nbgrader's own preprocessors
-(LockCells, ClearSolutions, ComputeChecksums), the ones that run before its SaveCells.
+(LockCells, ClearSolutions, ComputeChecksums), the ones that run before its SaveCells. The assignment's own settings
+(its due date) are left as the TA set them.
 
-Then each student's submission gets, per graded function, `auto_score` = the sum of that function's test scores in
-their results document and `needs_manual_grade = False`. Written answers are left to formgrader: a new
-submission's written grades need manual grading; on a regrade, manual scores and comments are kept.
+Then each student's submission gets what `nbgrader autograde` would leave: per graded function, `auto_score` = the
+sum of that function's test scores in their results document and `needs_manual_grade = False`; the timestamp; the
+late penalty; the notebooks in `autograded/`. Written answers are left to formgrader: a new submission's written
+grades need manual grading; on a regrade, manual scores and comments are kept.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import shutil
 import sys
 import tempfile
 import warnings
+from datetime import datetime, timezone
 from pathlib import Path
 
 from autograder import REPO_ROOT
@@ -41,10 +44,17 @@ class GradebookError(Exception):
 
 
 def record_grades(gradebook_url: str, course: Course, assignment_id: str, documents: dict[str, dict],
-                  root: Path = REPO_ROOT) -> None:
+                  root: Path = REPO_ROOT, folders: dict[str, Path] | None = None,
+                  course_dir: Path | None = None) -> list[str]:
     """Record `documents` (student id -> results.json document) for `assignment_id` in the nbgrader gradebook at
     `gradebook_url` (e.g. ``sqlite:////path/gradebook.db``; created if missing). Calling it again updates the same
-    rows (a regrade), it never duplicates a student, a submission or a grade."""
+    rows (a regrade), it never duplicates a student, a submission or a grade. Returns warnings for the instructor.
+
+    As `nbgrader autograde` leaves a submission: its timestamp (nbgrader's reading of timestamp.txt, which
+    formgrader compares with the one in `submitted/`), its late penalty (per notebook, what the kit took off:
+    `nbgrader export` subtracts it) and, with `folders` (student -> submission folder) and `course_dir` (the nbgrader
+    course directory), its notebooks in `course_dir/autograded/<student>/<assignment>/`, where formgrader reads
+    them. The assignment's settings (its due date) are the TA's: set only when the gradebook has none."""
     assignment = course.assignment(assignment_id)
     source = Path(root) / course.solutions_dir / assignment_id
     notebooks = gradebook_notebooks(source, assignment)
@@ -52,6 +62,9 @@ def record_grades(gradebook_url: str, course: Course, assignment_id: str, docume
                          for function in _marked_functions(nb)}
     scores = {str(student): function_scores(str(student), document, assignment)
               for student, document in documents.items()}
+    folders = {str(student): Path(folder) for student, folder in (folders or {}).items()}
+    timestamps = {student: submission_timestamp(documents[student], folders.get(student)) for student in scores}
+    warned: list[str] = []
 
     alembic_on_path()
     from nbgrader.api import Gradebook, MissingEntry  # slow import (~4 s): only when writing a gradebook
@@ -66,16 +79,25 @@ def record_grades(gradebook_url: str, course: Course, assignment_id: str, docume
             raise GradebookError("after nbgrader generate_assignment the gradebook still differs from "
                                  f"{source}:\n  " + "\n  ".join(still))
 
+    due = assignment.due.astimezone(timezone.utc).replace(tzinfo=None)  # nbgrader keeps naive UTC times
     with Gradebook(gradebook_url, course_id=course.course_id) as gb:
         try:
-            gb.update_or_create_assignment(assignment_id, duedate=assignment.due)
+            recorded = gb.find_assignment(assignment_id)
+            if recorded.duedate is None:
+                recorded.duedate = due
+            elif recorded.duedate != due:
+                warned.append(f"the gradebook's due date of {assignment_id} ({recorded.duedate:%Y-%m-%d %H:%M} UTC, "
+                              f"set in nbgrader) is not course.yml's ({due:%Y-%m-%d %H:%M} UTC); left as it is. "
+                              "Late penalties are course.yml's (results.json, grades.csv and the export agree); "
+                              "formgrader shows lateness against the gradebook's date.")
             for student in sorted(scores):
                 gb.update_or_create_student(student)
                 with warnings.catch_warnings():
                     # nbgrader's add_submission builds its rows before adding them to the session; SQLAlchemy 2
                     # warns about that, harmlessly (the rows are added and committed with the submission).
                     warnings.filterwarnings("ignore", message=".*not in session.*")
-                    gb.update_or_create_submission(assignment_id, student)
+                    submission = gb.update_or_create_submission(assignment_id, student,
+                                                                timestamp=timestamps[student])
                 for function, score in scores[student].items():
                     try:
                         grade = gb.find_grade(function, function_notebook[function], assignment_id, student)
@@ -84,16 +106,58 @@ def record_grades(gradebook_url: str, course: Course, assignment_id: str, docume
                                              "(was the submission created before the cell existed?)") from None
                     grade.auto_score = score
                     grade.needs_manual_grade = False
+                # The late penalty, per notebook as nbgrader's AssignLatePenalties records it: the share the kit
+                # took off (course.yml's late_policy) of the notebook's autograded points.
+                kept = late_kept(documents[student])
+                for notebook in submission.notebooks:
+                    auto = sum(scores[student].get(function, 0.0) for function, name in function_notebook.items()
+                               if name == notebook.name)
+                    penalty = round(auto * (1.0 - kept), 6)
+                    notebook.late_submission_penalty = penalty if penalty > 0 else None
             gb.db.commit()
         except Exception:
             gb.db.rollback()
             raise
+    if course_dir is not None and folders:
+        stage_for_formgrader(course_dir, assignment_id, {s: folders[s] for s in scores if s in folders})
+    return warned
+
+
+def late_kept(document: dict) -> float:
+    """The fraction of the score the kit kept after its late penalty (results.json's extra_data)."""
+    extra = document.get("extra_data") or {}
+    kept = extra.get("late_kept")
+    if kept is None:  # a document written before late_kept was recorded: its score against its raw score
+        raw = extra.get("raw_score")
+        kept = document["score"] / raw if raw else 1.0
+    if isinstance(kept, bool) or not isinstance(kept, (int, float)) or not 0 <= kept <= 1:
+        raise GradebookError(f"{extra.get('student')}: invalid late_kept {kept!r} in the results document")
+    return float(kept)
+
+
+def submission_timestamp(document: dict, folder: Path | None):
+    """The submission's time as nbgrader records it (naive UTC): nbgrader's own reading (parse_utc) of the
+    submission's timestamp.txt, which is what formgrader compares with `submitted/<student>/<assignment>/`, else
+    the time in the results document, else None (no timestamp, as nbgrader leaves it)."""
+    from nbgrader.utils import parse_utc
+
+    for path in ([folder / "timestamp.txt", folder.parent / "timestamp.txt"] if folder else []):
+        if path.is_file() and not path.is_symlink() and path.stat().st_size < 200:
+            try:
+                return parse_utc(path.read_text(encoding="utf-8").strip())
+            except (ValueError, OverflowError, UnicodeDecodeError):
+                break
+    submitted = (document.get("extra_data") or {}).get("submitted")
+    if submitted:
+        return datetime.fromisoformat(submitted).astimezone(timezone.utc).replace(tzinfo=None)
+    return None
 
 
 def stage_for_formgrader(course_root: Path, assignment_id: str, folders: dict[str, Path]) -> None:
     """Copy each student's notebooks (student id -> their submission folder, flat or nbgrader's collect layout)
     to `<course_root>/autograded/<student>/<assignment>/`, where formgrader looks for them: it lists a submission
-    and renders its grading page only when that notebook exists on disk."""
+    and renders its grading page only when that notebook exists on disk. The timestamp.txt goes with them, as
+    `nbgrader autograde` copies it."""
     for student, folder in folders.items():
         folder = Path(folder)
         if (folder / assignment_id).is_dir():
@@ -105,6 +169,10 @@ def stage_for_formgrader(course_root: Path, assignment_id: str, folders: dict[st
         for path in sorted(folder.glob("*.ipynb")):
             if path.is_file() and not path.is_symlink():
                 shutil.copyfile(path, dest / path.name)
+        for stamp in (folder / "timestamp.txt", folder.parent / "timestamp.txt"):
+            if stamp.is_file() and not stamp.is_symlink():
+                shutil.copyfile(stamp, dest / "timestamp.txt")
+                break
 
 
 def function_scores(student: str, document: dict, assignment: Assignment) -> dict[str, float]:
@@ -160,6 +228,11 @@ def gradebook_notebooks(source: Path, assignment: Assignment) -> dict:
                 raise GradebookError(f"graded function {function} has solution cells in both {found[function]} "
                                      f"and {path.name}")
             found[function] = path.name
+            meta = cell.metadata.nbgrader
+            if meta.get("grade") and float(meta.get("points", 0)) != float(assignment.points[function]):
+                # nbgrader's own generate_assignment records the notebook's points: they must be course.yml's
+                raise GradebookError(f"{path.name}: {function} is worth {meta.get('points')} points in the notebook "
+                                     f"but {assignment.points[function]:g} in course.yml; make them equal")
             cell.metadata.nbgrader["grade"] = True
             cell.metadata.nbgrader["points"] = assignment.points[function]
         notebooks[path.stem] = nb

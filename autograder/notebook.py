@@ -40,9 +40,11 @@ def is_setup_cell(cell) -> bool:
 
 
 def is_graded_function_cell(cell) -> bool:
-    """An autograded answer: a code cell that is an nbgrader solution cell and not a manually graded task."""
+    """A graded function: a code cell that is an nbgrader solution cell. In the kit's notebooks it is also a grade
+    cell with the function's points (nbgrader's "Manually graded answer" type: nbgrader's own test cells do not
+    grade it, the kit does), so the cells nbgrader records from them are the ones the kit grades into."""
     meta = nbgrader_meta(cell)
-    return cell.get("cell_type") == "code" and bool(meta.get("solution")) and not meta.get("grade")
+    return cell.get("cell_type") == "code" and bool(meta.get("solution"))
 
 
 def is_written_answer_cell(cell) -> bool:

@@ -42,6 +42,7 @@ def late_penalty(submitted, assignment: Assignment) -> tuple[float, str]:
     """(fraction of the score kept, a note for the student) under course.yml's late policy."""
     if submitted is None:
         return 1.0, ""
+    submitted = submitted.astimezone(assignment.zone)  # shown in the course's time zone
     late = (submitted - assignment.due).total_seconds() - 60 * assignment.late_policy.grace_minutes
     if late <= 0:
         return 1.0, f"Submitted {submitted:%Y-%m-%d %H:%M %Z}, on time."
@@ -80,7 +81,7 @@ def results_document(student: str, tests: list[dict], options, seconds: float, n
         "extra_data": {"student": student, "assignment": options.assignment.id, "isolation": options.isolation,
                        "files": files[:1000], "load_errors": load_report[:MAX_LOAD_PROBLEMS],
                        "load_errors_total": len(load_report), "raw_score": raw,
-                       "submitted": submitted.isoformat() if submitted else None},
+                       "submitted": submitted.isoformat() if submitted else None, "late_kept": kept},
     }
 
 

@@ -34,19 +34,45 @@ class Submission:
     files: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
 
-    def timestamp(self):
-        """When it was submitted, from nbgrader's timestamp.txt (None when there is none or it is unreadable)."""
-        from dateutil import parser
-
+    def timestamp(self, zone=timezone.utc):
+        """When it was submitted, from nbgrader's timestamp.txt (None when there is none or it is unreadable), as
+        an aware datetime. Read as nbgrader reads it (nbgrader.utils.parse_utc): nbgrader writes
+        `2026-12-19 00:30:00.000000 CET`, the zone being its Exchange.timezone, a name or a numeric offset;
+        dateutil alone does not know "CET" and would return a naive time. A time without a zone is in `zone`
+        (the course's)."""
         for folder in (self.folder, self.folder.parent):
             path = folder / "timestamp.txt"
             if path.is_file() and not path.is_symlink() and path.stat().st_size < 200:
                 try:
-                    stamp = parser.parse(path.read_text(encoding="utf-8").strip())
+                    return parse_timestamp(path.read_text(encoding="utf-8").strip(), zone)
                 except (ValueError, OverflowError, UnicodeDecodeError):
                     return None
-                return stamp if stamp.tzinfo else stamp.replace(tzinfo=timezone.utc)
         return None
+
+
+def parse_timestamp(text: str, zone=timezone.utc):
+    """nbgrader's timestamp format as nbgrader.utils.parse_utc reads it, without importing nbgrader (slow); a
+    time with no zone, or with a zone name the system does not know, is read in `zone`. Raises ValueError."""
+    from dateutil import parser, tz
+
+    parts = text.split(" ")
+    if len(parts) == 3:  # date, time, zone: the zone may be a name (CET, Europe/Berlin) or an offset (+0100)
+        try:
+            stamp_zone = tz.tzoffset(None, _offset_seconds(parts[2]))
+        except ValueError:
+            stamp_zone = tz.gettz(parts[2])
+        stamp = parser.parse(" ".join(parts[:2]))
+        return stamp.replace(tzinfo=stamp_zone or zone)  # a zone name unknown here: nbgrader's own (the course's)
+    stamp = parser.parse(text)
+    return stamp if stamp.tzinfo else stamp.replace(tzinfo=zone)
+
+
+def _offset_seconds(text: str) -> int:
+    """'+0100' or '-0530' -> seconds east of UTC; ValueError for anything else."""
+    if len(text) != 5 or text[0] not in "+-" or not text[1:].isdigit():
+        raise ValueError(text)
+    seconds = int(text[1:3]) * 3600 + int(text[3:]) * 60
+    return seconds if text[0] == "+" else -seconds
 
 
 def find_submissions(root: Path, assignment_id: str) -> list[Submission]:

@@ -192,3 +192,21 @@ def test_run_autograder_writes_a_zero_when_python_cannot_start(bundle, tmp_path)
     assert run.returncode == 0
     document = json.loads((tmp_path / "results" / "results.json").read_text())
     assert document["score"] == 0 and "could not run" in document["output"]
+
+
+def test_cpu_torch_stays_when_the_kit_is_installed():
+    """Both setup scripts install torch's CPU-only wheel first (`torch==X+cpu`), then the kit, whose pin is
+    `torch==X`: a pin without a local label is satisfied by X+cpu (PEP 440), so installing the kit keeps the CPU
+    build rather than pulling the package index's CUDA build. Checked with pip's own resolver (a dry run, no
+    network) in this virtualenv, which scripts/setup.sh built."""
+    import torch
+
+    pin = next(line for line in (REPO_ROOT / "pyproject.toml").read_text().splitlines() if '"torch==' in line)
+    version = pin.split("==")[1].split('"')[0]
+    assert torch.__version__ == f"{version}+cpu" and torch.version.cuda is None  # scripts/setup.sh's default
+    result = subprocess.run([sys.executable, "-m", "pip", "install", "--dry-run", "--no-index", "--quiet",
+                             "--disable-pip-version-check", "--no-build-isolation", "--report", "-", "-e",
+                             str(REPO_ROOT)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    installs = [item["metadata"]["name"] for item in json.loads(result.stdout)["install"]]
+    assert installs == ["vg-autograder"]  # torch (and everything else) already satisfied

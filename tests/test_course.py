@@ -24,6 +24,14 @@ def test_points_cover_exactly_the_graded_functions(course):
     graded = [gid for name in assignment.notebooks for gid in graded_function_ids(read_notebook(folder / name))]
     assert len(graded) == len(set(graded)), "a graded function is defined in two notebooks"
     assert set(graded) == set(assignment.points)
+    # each is an nbgrader grade cell worth course.yml's points, so nbgrader's own generate_assignment records the
+    # cells the kit grades into (autograder/gradebook.py)
+    for name in assignment.notebooks:
+        for cell in read_notebook(folder / name).cells:
+            meta = cell.get("metadata", {}).get("nbgrader", {})
+            if meta.get("grade_id") in assignment.points and cell.cell_type == "code":
+                assert meta.get("grade") is True and meta.get("solution") is True, meta["grade_id"]
+                assert float(meta["points"]) == assignment.points[meta["grade_id"]], meta["grade_id"]
 
 
 def test_every_written_answer_has_points(course):
@@ -48,6 +56,8 @@ def _write(tmp_path: Path, mutate) -> Path:
     (lambda d: d["assignments"][0]["limits"].update(timeout_seconds=-1), "assignments.0.limits.timeout_seconds"),
     (lambda d: d.update(gradebook="x.db"), "gradebook"),
     (lambda d: d["assignments"][0].update(due="next friday"), "assignments.0.due"),
+    (lambda d: d.update(timezone="Mars/Olympus_Mons"), "timezone"),
+    (lambda d: d["assignments"][0].update(timezone="CEST+1"), "assignments.0.timezone"),
 ])
 def test_bad_course_file_names_the_key(tmp_path, mutate, key):
     with pytest.raises(CourseConfigError) as error:
