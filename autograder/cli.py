@@ -444,11 +444,11 @@ def report_command(out: Path, gradebook: Path, assignment: str, course_file: Pat
     Example:
       autograder report build/results --gradebook course/gradebook.db
     \b
-    Exit codes: 0 pages written (even with answers not graded yet), 1 bad course.yml, 2 OUT or the gradebook
+    Exit status: 0 pages written (even with answers not graded yet), 1 bad course.yml, 2 OUT or the gradebook
     cannot be used (e.g. no results in OUT, the assignment is not in the gradebook)."""
     from autograder.final_grades import FinalGradesError, collect, write_reports
 
-    course = _load(course_file)
+    course, course_file = _load(course_file)
     spec = _assignment(course, assignment)
     try:
         grades = collect(out, spec, gradebook, course.course_id)
@@ -534,11 +534,11 @@ def export_command(out: Path, lms: str, dest: Path, gradebook: Path | None, rost
     Example:
       autograder export build/results --format canvas --to canvas.csv --gradebook course/gradebook.db
     \b
-    Exit codes: 0 written, 1 bad course.yml, 2 OUT, the gradebook or the roster cannot be used, or a student is
+    Exit status: 0 written, 1 bad course.yml, 2 OUT, the gradebook or the roster cannot be used, or a student is
     missing from the roster (nothing is written)."""
     from autograder.final_grades import FinalGradesError, collect, lms_csv, read_roster
 
-    course = _load(course_file)
+    course, course_file = _load(course_file)
     spec = _assignment(course, assignment)
     key = roster_key or {"canvas": "SIS Login ID", "moodle": "ID number"}[lms]
     try:
@@ -578,11 +578,11 @@ def answers_command(folder: Path, dest: Path, title: str | None, assignment: str
     Example:
       autograder answers submissions/ada --to ada_answers.pdf
     \b
-    Exit codes: 0 written (answers not found are marked in the document and counted on the terminal), 1 bad
+    Exit status: 0 written (answers not found are marked in the document and counted on the terminal), 1 bad
     course.yml, 2 the document cannot be made (e.g. a PDF without Chromium: write .html instead)."""
     from autograder.answers import AnswersError, write_answers
 
-    course = _load(course_file)
+    course, course_file = _load(course_file)
     spec = _assignment(course, assignment)
     try:
         missing = write_answers(folder, dest, course, spec, course_file.resolve().parent,
