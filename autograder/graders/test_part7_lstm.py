@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from autograder.vocabulary import Case, GradingFailure, call, expect_array, expect_unmodified, unpack
-from autograder.graders.conftest import check_each, check_unchanged_and_right, collect
+from autograder.graders.conftest import check_each, check_unchanged_and_right, collect, torch_lstm
 from autograder.pytest_plugin import graded
 
 STEP_INPUTS = ["x", "prev_h", "prev_c", "Wx", "Wh", "b"]
@@ -48,26 +47,6 @@ def lstm_cases(context) -> list[Case]:
     rng = context.rng("lstm sequences")
     return [Case(f"case {i} (N={N}, T={T}, D={D}, H={H})", lstm_problem(rng, N, T, D, H))
             for i, (N, T, D, H) in enumerate(LSTM_SHAPES, 1)]
-
-
-def torch_lstm(x, h0, c0, Wx, Wh, b, dh, dc_last):
-    """The LSTM of the contract run by torch in float64: returns (h (N, T, H), c_T, gradients of
-    L = sum(h * dh) + sum(c_T * dc_last) with respect to x, h0, c0, Wx, Wh, b), all numpy."""
-    with torch.enable_grad():
-        params = [torch.tensor(a, dtype=torch.float64, requires_grad=True) for a in (x, h0, c0, Wx, Wh, b)]
-        xt, h, c, Wxt, Wht, bt = params
-        H = h0.shape[1]
-        states = []
-        for t in range(x.shape[1]):
-            a = xt[:, t] @ Wxt + h @ Wht + bt
-            i, f, o = torch.sigmoid(a[:, :H]), torch.sigmoid(a[:, H:2 * H]), torch.sigmoid(a[:, 2 * H:3 * H])
-            c = f * c + i * torch.tanh(a[:, 3 * H:])
-            h = o * torch.tanh(c)
-            states.append(h)
-        h_all = torch.stack(states, dim=1)
-        loss = (h_all * torch.from_numpy(dh)).sum() + (c * torch.from_numpy(dc_last)).sum()
-        loss.backward()
-    return h_all.detach().numpy(), c.detach().numpy(), [p.grad.numpy() for p in params]
 
 
 def step_args(case: Case) -> tuple:
