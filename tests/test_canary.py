@@ -16,6 +16,7 @@ from autograder.canary import CanaryFailed, failure_message, judge
 from autograder.course import load_course
 
 ASSIGNMENT = load_course().assignment("vanishing_gradients")
+FULL = f"{ASSIGNMENT.max_score:g}"  # full marks as the messages print them
 
 
 def document(score: float, failed: list[tuple[str, str]] = (), load_errors: list[dict] = ()) -> dict:
@@ -36,7 +37,7 @@ def test_judge_names_the_first_load_error_of_a_reference_short_of_full_marks():
                                     "error": "ImportError: libtorch_cpu.so: failed to map segment from shared object"}])
     problems = judge({"canary-reference": broken, "canary-release": document(0.0)}, ASSIGNMENT)
     assert len(problems) == 1
-    assert "reference solution scored 55.75 / 60 (it must score 60)" in problems[0]
+    assert f"reference solution scored 55.75 / {FULL} (it must score {FULL})" in problems[0]
     assert "1_bptt.ipynb, cell 2: ImportError: libtorch_cpu.so" in problems[0]
     assert "rnn_backward: dWh: NameError: name 'torch' is not defined" in problems[0]
     assert "Nothing was graded" in failure_message(problems)
@@ -45,7 +46,7 @@ def test_judge_names_the_first_load_error_of_a_reference_short_of_full_marks():
 def test_judge_flags_a_release_that_scores_and_a_canary_that_is_missing():
     problems = judge({"canary-release": document(4.75)}, ASSIGNMENT)
     assert problems[0] == "the reference solution was not graded"
-    assert "untouched release scored 4.75 / 60 (it must score 0)" in problems[1]
+    assert f"untouched release scored 4.75 / {FULL} (it must score 0)" in problems[1]
     assert "rnn_forward: h: passed" in problems[1]  # for the release, the tests that wrongly pass are named
 
 

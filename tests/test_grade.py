@@ -219,7 +219,7 @@ def test_a_submission_that_hit_a_time_limit_is_graded_again_on_its_own(tmp_path,
     result = run_grade(submissions, tmp_path / "out", "--jobs", "2", *executor)
     assert result.returncode == 0, result.stderr
     ada, hal = results(tmp_path / "out", "ada"), results(tmp_path / "out", "hal")
-    assert ada["score"] == 60 and not ada["extra_data"]["graded_alone"]
+    assert ada["score"] == ASSIGNMENT.max_score and not ada["extra_data"]["graded_alone"]
     assert hal["extra_data"]["graded_alone"] and hal["extra_data"]["timed_out"]
     assert "Graded again on its own" in hal["output"]
     assert check_expectation({"lose": ["effective_horizon"]}, hal, ASSIGNMENT) == []
@@ -249,7 +249,7 @@ def test_output_amplification_is_capped(tmp_path):
     assert "more cells or files that failed to load (output was cut" in document["output"]
     assert 1900 < document["extra_data"]["load_errors_total"] < 2000  # every loaded noise cell, counted
     assert "only the first 2000 are loaded" in document["output"]  # the cap on cells
-    assert document["score"] == 60
+    assert document["score"] == ASSIGNMENT.max_score
 
 
 def test_student_folders_named_like_class_files_do_not_collide(tmp_path):
@@ -264,7 +264,8 @@ def test_student_folders_named_like_class_files_do_not_collide(tmp_path):
     assert result.returncode == 0, result.stderr
     with open(tmp_path / "out" / "grades.csv", newline="") as f:
         rows = {row["student"]: row["score"] for row in csv.DictReader(f)}
-    assert rows == {"grades.csv": "60", "summary.json": "60"}
+    full = f"{ASSIGNMENT.max_score:g}"
+    assert rows == {"grades.csv": full, "summary.json": full}
     assert json.loads((tmp_path / "out" / "summary.json").read_text())["students"] == 2
     assert results(tmp_path / "out", "student-summary.json")["extra_data"]["student"] == "summary.json"
     assert 'href="student-grades.csv/feedback.html"' in (tmp_path / "out" / "summary.html").read_text()
@@ -292,5 +293,5 @@ def test_nothing_is_left_on_the_host_after_a_run(tmp_path, isolation):
     run = subprocess.run([sys.executable, "-m", "autograder", "grade", str(submissions), "--out", str(tmp_path / "out"),
                           "--jobs", "2"], capture_output=True, text=True, timeout=900, env=env)
     assert run.returncode == 0, run.stderr
-    assert results(tmp_path / "out", "filler")["score"] == 60
+    assert results(tmp_path / "out", "filler")["score"] == ASSIGNMENT.max_score
     assert sorted(p.name for p in spill.iterdir()) == []

@@ -1,4 +1,4 @@
-"""One rule for IPython magics: the `load_earlier_parts` cell of Parts 2-6 (which re-runs earlier parts' cells in
+"""One rule for IPython magics: the `load_earlier_parts` cell of Parts 2-7 (which re-runs earlier parts' cells in
 Jupyter) turns magics into no-ops exactly as the grader does (autograder/submission.py), so a submission behaves
 the same in the student's Jupyter and under the grader."""
 
@@ -12,7 +12,7 @@ import pytest
 from autograder import REPO_ROOT
 from autograder.submission import strip_magics
 
-NOTEBOOKS = sorted((REPO_ROOT / "solutions" / "vanishing_gradients").glob("[2-6]_*.ipynb"))
+NOTEBOOKS = sorted((REPO_ROOT / "solutions" / "vanishing_gradients").glob("[2-7]_*.ipynb"))
 SOURCES = [
     "x = 1\n%time y = 2\n!ls -l\n",
     "listing = !ls\nfiles = %sx ls\nprint(listing)\n",

@@ -1,5 +1,6 @@
 """Inputs shared by the graders: random RNN problems drawn per student (context.rng), and the states at which a
-backward-type function (rnn_step_backward, rnn_backward, hidden_grad_norms, rnn_backward_truncated) is graded.
+backward-type function (rnn_step_backward, rnn_backward, hidden_grad_norms, rnn_backward_truncated) is graded; and
+torch_lstm, the LSTM's expected values (Part 7), shared with the kit's tests.
 
 Backward-type functions earn points only for the gradients of the true RNN on the grader's inputs and parameters.
 They are called with the cache of the student's own forward; the expected values are the reference's at the true
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from autograder.vocabulary import Case, GradingFailure, call, expect_array_any, expect_unmodified, unpack
 
@@ -127,3 +129,23 @@ def check_unchanged_and_right(results, sent, input_name: str, function: str, nam
             expect_array_any(got[index], [w[index] for w in wants], name, case, tol)
 
     check_each(results, check)
+
+
+def torch_lstm(x, h0, c0, Wx, Wh, b, dh, dc_last):
+    """The LSTM of the contract run by torch in float64: returns (h (N, T, H), c_T, gradients of
+    L = sum(h * dh) + sum(c_T * dc_last) with respect to x, h0, c0, Wx, Wh, b), all numpy."""
+    with torch.enable_grad():
+        params = [torch.tensor(a, dtype=torch.float64, requires_grad=True) for a in (x, h0, c0, Wx, Wh, b)]
+        xt, h, c, Wxt, Wht, bt = params
+        H = h0.shape[1]
+        states = []
+        for t in range(x.shape[1]):
+            a = xt[:, t] @ Wxt + h @ Wht + bt
+            i, f, o = torch.sigmoid(a[:, :H]), torch.sigmoid(a[:, H:2 * H]), torch.sigmoid(a[:, 2 * H:3 * H])
+            c = f * c + i * torch.tanh(a[:, 3 * H:])
+            h = o * torch.tanh(c)
+            states.append(h)
+        h_all = torch.stack(states, dim=1)
+        loss = (h_all * torch.from_numpy(dh)).sum() + (c * torch.from_numpy(dc_last)).sum()
+        loss.backward()
+    return h_all.detach().numpy(), c.detach().numpy(), [p.grad.numpy() for p in params]
