@@ -177,6 +177,11 @@ def states(got, want):  # backward passes are checked at the student's own state
         return [got] if np.array_equal(got, want) else [got, want]
     return [want]
 
+def lstm_problem(N, T, D, H):  # Part 7: Wx (D, 4H), Wh (H, 4H), b (4H,); upstream dh
+    return (rng.standard_normal((N, T, D)), rng.standard_normal((N, H)) * 0.5, rng.standard_normal((D, 4 * H)) * 0.5,
+            rng.standard_normal((H, 4 * H)) * 0.5 / np.sqrt(H), rng.standard_normal(4 * H) * 0.2,
+            rng.standard_normal((N, T, H)))
+
 def grad_arrays(total=None):
     grads = [rng.standard_normal((4, 3)) * 3.0, rng.standard_normal((3, 3)) * 0.05, rng.standard_normal(3) * 0.7]
     if total is not None:
@@ -191,6 +196,44 @@ def close_list(got, want, what, rtol=1e-10, atol=1e-14):
 
 # What each hidden test checks: the function's outputs against the reference on seeded random inputs.
 TESTS = {
+    "lstm_step_forward": '''
+for N, T, D, H in SHAPES:
+    x, h0, Wx, Wh, b, _ = lstm_problem(N, T, D, H)
+    c0 = rng.standard_normal((N, H)) * 0.5
+    sent = copies(x[:, 0], h0, c0, Wx, Wh, b)
+    got, want = lstm_step_forward(*sent), ref["lstm_step_forward"](x[:, 0], h0, c0, Wx, Wh, b)
+    close(got[0], want[0], "next_h")
+    close(got[1], want[1], "next_c")
+    unchanged(sent, (x[:, 0], h0, c0, Wx, Wh, b), "lstm_step_forward")
+''',
+    "lstm_step_backward": '''
+for N, T, D, H in SHAPES:
+    x, h0, Wx, Wh, b, dh = lstm_problem(N, T, D, H)
+    c0, dc = rng.standard_normal((N, H)) * 0.5, rng.standard_normal((N, H))
+    cache = lstm_step_forward(*copies(x[:, 0], h0, c0, Wx, Wh, b))[2]
+    got = lstm_step_backward(dh[:, 0].copy(), dc.copy(), cache)
+    assert len(got) == 6, "lstm_step_backward must return six arrays"
+    want = ref["lstm_step_backward"](dh[:, 0], dc, ref["lstm_step_forward"](x[:, 0], h0, c0, Wx, Wh, b)[2])
+    for i, name in enumerate(["dx", "dprev_h", "dprev_c", "dWx", "dWh", "db"]):
+        close(got[i], want[i], name)
+''',
+    "lstm_forward": '''
+for N, T, D, H in SHAPES:
+    x, h0, Wx, Wh, b, _ = lstm_problem(N, T, D, H)
+    sent = copies(x, h0, Wx, Wh, b)
+    close(lstm_forward(*sent)[0], ref["lstm_forward"](x, h0, Wx, Wh, b)[0], "h")
+    unchanged(sent, (x, h0, Wx, Wh, b), "lstm_forward")
+''',
+    "lstm_backward": '''
+for N, T, D, H in SHAPES:
+    x, h0, Wx, Wh, b, dh = lstm_problem(N, T, D, H)
+    cache = lstm_forward(*copies(x, h0, Wx, Wh, b))[1]
+    got = lstm_backward(dh.copy(), cache)
+    assert len(got) == 5, "lstm_backward must return five arrays"
+    want = ref["lstm_backward"](dh, ref["lstm_forward"](x, h0, Wx, Wh, b)[1])
+    for i, name in enumerate(GRADS):
+        close(got[i], want[i], name)
+''',
     "rnn_step_forward": '''
 for N, T, D, H in SHAPES:
     x, h0, Wx, Wh, b, _ = problem(N, T, D, H)
