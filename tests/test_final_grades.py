@@ -16,6 +16,8 @@ from autograder.final_grades import CANVAS_IDENTITY, MOODLE_IDENTITY, collect, r
 
 ASSIGNMENT = load_course().assignment("vanishing_gradients")
 POINTS = dict(ASSIGNMENT.points)
+FULL = f"{ASSIGNMENT.max_score:g}"  # ada: every test passed
+CLEO = (ASSIGNMENT.max_score * 0.5, ASSIGNMENT.max_score * 0.5 * 0.2, ASSIGNMENT.max_score * 0.5 * 0.8)  # half, 2 days
 
 # The identity columns as the LMSs document them: Canvas's gradebook import ("Student, ID, SIS User ID, SIS Login
 # ID, Section", then one column per assignment); Moodle's grade export/import ("ID number", "Email address", mapped
@@ -60,8 +62,8 @@ def test_canvas_csv_has_canvas_documented_columns(out, tmp_path):
     rows = read(dest)
     assert rows[0] == CANVAS_HEADER + [ASSIGNMENT.title]
     by_login = {row[3]: row for row in rows[1:]}
-    assert by_login["ada"] == ["ada", "", "", "ada", "", "60"]
-    assert by_login["cleo"][-1] == "24"  # 30 autograded points, 20% off for two late days
+    assert by_login["ada"] == ["ada", "", "", "ada", "", FULL]
+    assert by_login["cleo"][-1] == f"{CLEO[2]:g}"  # half the autograded points, 20% off for two late days
     assert by_login["'=cmd"][-1] == "0"  # never a formula in a spreadsheet
     assert "autograded scores only" in stdout
 
@@ -77,8 +79,8 @@ def test_canvas_csv_takes_identities_from_a_canvas_export(out, tmp_path):
     assert code == 0, stdout + stderr
     rows = read(dest)
     assert rows[0] == CANVAS_HEADER + ["Vanishing gradients (77)"]
-    assert ["Lovelace, Ada", "101", "S-1", "ada", "Lab A", "60"] in rows
-    assert ["Cleo, C", "103", "S-3", "cleo", "Lab B", "24"] in rows
+    assert ["Lovelace, Ada", "101", "S-1", "ada", "Lab A", FULL] in rows
+    assert ["Cleo, C", "103", "S-3", "cleo", "Lab B", f"{CLEO[2]:g}"] in rows
 
     roster.write_text("Student,ID,SIS User ID,SIS Login ID,Section\nAda,101,S-1,ada,Lab A\n")
     dest.unlink()
@@ -96,7 +98,7 @@ def test_moodle_csv_maps_by_id_number_or_email(out, tmp_path):
     assert code == 0, stdout + stderr
     rows = read(dest)
     assert rows[0] == MOODLE_HEADER + ["VG"]
-    assert ["ada", "", "60"] in rows and ["cleo", "", "24"] in rows
+    assert ["ada", "", FULL] in rows and ["cleo", "", f"{CLEO[2]:g}"] in rows
 
     roster = tmp_path / "moodle_export.csv"  # Moodle's own export: First name, Last name, ID number, ... Email
     roster.write_text("First name,Last name,ID number,Institution,Department,Email address\n"
@@ -104,7 +106,7 @@ def test_moodle_csv_maps_by_id_number_or_email(out, tmp_path):
                       "M,Eq,=cmd,,,m@example.org\n")
     code, stdout, stderr = run("export", out, "--format", "moodle", "--to", dest, "--roster", roster)
     assert code == 0, stdout + stderr
-    assert ["cleo", "cleo@example.org", "24"] in read(dest)
+    assert ["cleo", "cleo@example.org", f"{CLEO[2]:g}"] in read(dest)
 
 
 def test_export_without_results_is_a_clear_error(tmp_path):
@@ -115,9 +117,9 @@ def test_export_without_results_is_a_clear_error(tmp_path):
 
 def test_report_page_without_gradebook_says_written_answers_are_not_graded(out):
     [cleo] = [g for g in collect(out, ASSIGNMENT) if g.student == "cleo"]
-    assert (cleo.auto, cleo.late_penalty, cleo.total) == (30, 6, 24)
+    assert (cleo.auto, cleo.late_penalty, cleo.total) == pytest.approx(CLEO)
     page = render_report(cleo, ASSIGNMENT)
-    assert "Total: 24 / 60 points" in page and "&minus;6" in page
+    assert f"Total: {CLEO[2]:g} / {FULL} points" in page and f"&minus;{CLEO[1]:g}" in page
     assert "not graded yet" in page and "Isolation" not in page and "dWh differs" in page
 
 

@@ -22,6 +22,7 @@ from click.testing import CliRunner
 
 from autograder import REPO_ROOT
 from autograder.cli import main
+from autograder.notebook import read_notebook, written_answers
 from autograder.course import CourseConfigError, find_course_file, load_course
 
 COURSE = load_course()
@@ -86,7 +87,7 @@ def test_the_course_is_found_like_git_finds_its_repository(tmp_path):
 
 @pytest.mark.parametrize("mutate,named", [
     (lambda a: a["points"].pop("one_hot"), "one_hot is graded by graders/ but has no entry in points"),
-    (lambda a: a["points"].update(lstm_backward=3), "points.lstm_backward: no grader tests for lstm_backward"),
+    (lambda a: a["points"].update(gru_backward=3), "points.gru_backward: no grader tests for gru_backward"),
 ])
 def test_points_without_a_grader_or_a_grader_without_points_exit_1_before_grading(tmp_path, mutate, named):
     course = course_file(tmp_path, mutate)
@@ -186,15 +187,18 @@ def test_class_summary_has_functions_lateness_and_written_answers(tmp_path):
 
     tally = ClassTally(list(ASSIGNMENT.points))
     tally.add("alice", results_document("alice", 1.0, "2026-12-18T20:00:00+00:00"))
-    tally.add("bob", results_document("bob", 0.5, "2026-12-20T12:00:00+00:00", raw=37.5))  # 2 started days late
+    half = ASSIGNMENT.max_score / 2  # bob: half the points before the penalty, 20% off for 2 started days late
+    tally.add("bob", results_document("bob", 0.4, "2026-12-20T12:00:00+00:00", raw=half))
     tally.add("carol", results_document("carol", 0.0, None))
     options = GradeOptions(ASSIGNMENT, tmp_path, 60, "process", course=COURSE, root=REPO_ROOT)
     summary = write_summary(tmp_path, tally, options, 1.0)
     functions = {row["function"]: row for row in summary["functions"]}
-    assert functions["rnn_backward"] == {"function": "rnn_backward", "points": 10.0, "mean": 5.0, "pass_rate": 0.3333}
+    assert functions["rnn_backward"] == {"function": "rnn_backward", "points": 10.0, "mean": 4.6667, "pass_rate": 0.3333}
     assert summary["lateness"] == {"on_time": 1, "late": 1, "no_timestamp": 1, "days_late": {"bob": 2},
-                                   "points_taken_off": 7.5}
-    assert summary["written"] == {"points": 28.0, "answers": summary["written"]["answers"], "known": False}
+                                   "points_taken_off": pytest.approx(half * 0.2)}
+    written = sum(sum(written_answers(read_notebook(REPO_ROOT / "solutions" / ASSIGNMENT.id / name)).values())
+                  for name in ASSIGNMENT.notebooks)
+    assert summary["written"] == {"points": written, "answers": summary["written"]["answers"], "known": False}
     page = (tmp_path / "summary.html").read_text()
     assert "bob (2 days)" in page and "rnn_backward</td>" in page and "grade with --gradebook to see it" in page
     fig = histogram_figure([0.0, 30.0, 60.0], 60.0)
