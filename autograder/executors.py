@@ -195,6 +195,10 @@ def _start_worker(options: GradeOptions) -> None:
     # A forked worker ends with os._exit, which skips atexit: run its handlers as a spawned worker's exit did (they
     # close this worker's zygotes and grader session, and remove their scratch folders).
     util.Finalize(None, atexit._run_exitfuncs, exitpriority=0)
+    import autograder.grade as grading
+
+    grading._close_in_background = True  # while the next student is read (see grade._close)
+    util.Finalize(None, grading._finish_closing, exitpriority=10)  # before the zygotes are stopped
     try:
         from autograder.grade import GRADERS_DIR, reference_for
         from autograder.pytest_plugin import session_for

@@ -15,6 +15,7 @@ import dataclasses
 import functools
 import json
 import shutil
+import sys
 import tempfile
 import time
 import traceback
@@ -119,32 +120,35 @@ def grade_one(student: str, folder: str, options: GradeOptions, alone: bool = Fa
         tests = empty_tests(options.assignment, cut("nothing in the submission could be loaded: "
                                                     + "; ".join(submission.problems), MAX_MESSAGE))
     else:
+        _finish_closing()  # the previous student's sandbox, if it is still being closed: its zygote is this one's
         scratch = tempfile.mkdtemp(prefix="vg-work-")
+        sandbox = None
         try:
             workdir = Path(scratch) / "work"
             notes += private_copy(submission, workdir)
             units = submission.units + list(HELPER_UNITS)
             sandbox_limits = limits.sandbox_limits(options.timeout)
-            with Sandbox(workdir, units, sandbox_limits, preload=tuple(options.assignment.preload),
-                         deadline=started + options.timeout) as sandbox:
-                load_report = [dict(r, error=cut(r["error"], MAX_MESSAGE), traceback=cut(r["traceback"], MAX_TRACEBACK))
-                               for r in sandbox.load_report]
-                _name_cells(load_report, submission.folder)
-                reference = reference_for(options)
-                context = GradingContext(student, sandbox, dict(options.assignment.points), options.assignment.seed,
-                                         _tolerance(options), deadline=started + options.timeout, reference=reference)
-                run_graders(context, str(GRADERS_DIR))
-                if context.results and any(r.score > 0 for r in context.results):
-                    failed = {r.function for r in context.results if r.status != "passed"}
-                    figures = feedback_plots(Student(sandbox, context.deadline), reference, failed)
-                output = sandbox.output()
-                student_seconds = sandbox.student_seconds
-                warm = sandbox.warm
-                zygote_source = sandbox.zygote_source
-                memory_limit = sandbox.memory_scope
-                timed_out = sandbox.timeouts > 0 or time.monotonic() >= context.deadline
+            sandbox = Sandbox(workdir, units, sandbox_limits, preload=tuple(options.assignment.preload),
+                              deadline=started + options.timeout)
+            sandbox.__enter__()
+            load_report = [dict(r, error=cut(r["error"], MAX_MESSAGE), traceback=cut(r["traceback"], MAX_TRACEBACK))
+                           for r in sandbox.load_report]
+            _name_cells(load_report, submission.folder)
+            reference = reference_for(options)
+            context = GradingContext(student, sandbox, dict(options.assignment.points), options.assignment.seed,
+                                     _tolerance(options), deadline=started + options.timeout, reference=reference)
+            run_graders(context, str(GRADERS_DIR))
+            if context.results and any(r.score > 0 for r in context.results):
+                failed = {r.function for r in context.results if r.status != "passed"}
+                figures = feedback_plots(Student(sandbox, context.deadline), reference, failed)
+            output = sandbox.output()
+            student_seconds = sandbox.student_seconds
+            warm = sandbox.warm
+            zygote_source = sandbox.zygote_source
+            memory_limit = sandbox.memory_scope
+            timed_out = sandbox.timeouts > 0 or time.monotonic() >= context.deadline
         finally:
-            remove_tree(scratch)  # whatever the student left there (without bubblewrap it writes to this disk)
+            _close(sandbox, scratch)
         grader_errors = context.collection_errors + [f"{r.name}:\n{r.grader_error}" for r in context.results
                                                      if r.grader_error]
         tests = [{"name": r.name, "score": round(r.score, 6), "max_score": round(r.max_score, 6),
@@ -210,6 +214,48 @@ def _cells(path: Path) -> list:
     except (OSError, ValueError, KeyError, TypeError, RecursionError):
         return []
     return cells if isinstance(cells, list) else []
+
+
+# In a local grading worker, a student's sandbox is closed (its processes killed, which takes tens of ms for a
+# process that mapped torch) while this student's files are written and the next one's are read; the next
+# student waits for it before its own sandbox starts (_finish_closing), so at most one closes at a time.
+_close_in_background = False  # set by executors._start_worker
+_closer = None
+_closing = None
+
+
+def _close(sandbox, scratch: str) -> None:
+    def close() -> None:
+        try:
+            if sandbox is not None:
+                sandbox.close()
+        finally:
+            remove_tree(scratch)  # whatever the student left there (without bubblewrap it writes to this disk)
+
+    def close_and_report() -> None:
+        try:
+            close()
+        except Exception:  # a bug of ours, after this student's results: say so, do not blame the next student
+            print(f"autograder: closing a sandbox failed:\n{traceback.format_exc()}", file=sys.stderr)
+
+    global _closer, _closing
+    if not _close_in_background:
+        return close()
+    if _closer is None:
+        import concurrent.futures
+
+        _closer = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="sandbox-closer")
+    _closing = _closer.submit(close_and_report)
+
+
+def _finish_closing() -> None:
+    """Waits for the sandbox being closed in the background, if any (before the next sandbox, and at exit)."""
+    global _closing
+    if _closing is not None:
+        try:
+            _closing.result()
+        finally:
+            _closing = None
 
 
 def _peak_rss_mb() -> float:
