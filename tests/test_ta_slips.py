@@ -202,7 +202,8 @@ def test_class_summary_has_functions_lateness_and_written_answers(tmp_path):
     assert functions["rnn_backward"] == {"function": "rnn_backward", "points": 10.0, "mean": 4.6667, "pass_rate": 0.3333}
     assert summary["lateness"] == {"on_time": 1, "late": 1, "no_timestamp": 1, "days_late": {"bob": 2},
                                    "points_taken_off": pytest.approx(half * 0.2)}
-    assert summary["written"] == {"points": written_points(), "answers": summary["written"]["answers"], "known": False}
+    assert summary["written"] == {"points": written_points(), "answers": summary["written"]["answers"],
+                                  "known": False}
     page = (tmp_path / "summary.html").read_text()
     assert "bob (2 days)" in page and "rnn_backward</td>" in page and "grade with --gradebook to see it" in page
     fig = histogram_figure([0.0, 30.0, 60.0], 60.0)
@@ -232,7 +233,8 @@ def test_written_answers_status_comes_from_the_gradebook(tmp_path):
                     grade.manual_score = grade.max_score / 2
         gb.db.commit()
     status = written_status(db, COURSE, "vanishing_gradients", REPO_ROOT / "solutions", ["alice", "bob"])
-    assert status["graded"] == 1 and status["waiting"] == 1 and status["mean"] == pytest.approx(written_points() / 2)
+    assert status["graded"] == 1 and status["waiting"] == 1
+    assert status["mean"] == pytest.approx(written_points() / 2)
 
 
 # ---- 9: Dask that is not there ----
@@ -312,7 +314,8 @@ def test_ctrl_c_stops_writes_who_finished_and_resume_grades_the_rest(tmp_path):
     assert resumed.returncode == 0, resumed.stderr
     assert before == {s: (out / s / "results.json").stat().st_mtime_ns for s in finished}
     with open(out / "grades.csv", newline="") as f:
-        assert {row["student"]: row["score"] for row in csv.DictReader(f)} == {s: f"{ASSIGNMENT.max_score:g}" for s in ("s1", "s2", "s3")}
+        full = f"{ASSIGNMENT.max_score:g}"
+        assert {row["student"]: row["score"] for row in csv.DictReader(f)} == {s: full for s in ("s1", "s2", "s3")}
     # Only a result that is current is kept: a resubmission (another file) is graded again.
     from autograder.grade import GradeOptions, current_result
 
@@ -353,7 +356,8 @@ def test_flat_download_from_another_course_folder_gives_actionable_feedback(tmp_
     assert f"Course: {root / 'course.yml'} (found from {root / 'work'})" in run.stderr
     with open(out / "grades.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    assert [(r["student"], r["max_score"], r["rnn_step_forward"]) for r in rows] == [("alice", f"{ASSIGNMENT.max_score + 2:g}", "4")]
+    assert [(r["student"], r["max_score"], r["rnn_step_forward"]) for r in rows] == [
+        ("alice", f"{ASSIGNMENT.max_score + 2:g}", "4")]
     document = json.loads((out / "alice" / "results.json").read_text())
     assert "Canary: passed: canary-reference 62, canary-release 0" in run.stdout
     lines = document["output"].splitlines()
