@@ -102,3 +102,30 @@ def test_check_says_so_when_a_notebook_has_no_public_checks():
     text = format_results(Path("6_exploding_vs_vanishing.ipynb"), [])
     assert "no public checks" in text and "0 of 0" not in text
     assert "1 of 1 public checks pass" in format_results(Path("x.ipynb"), [CheckResult("check_x", True, "")])
+
+
+def test_label_points_script_writes_the_labels_from_the_data(tmp_path):
+    """scripts/label_points.py: on the repository's notebooks it changes nothing; with other points, or a question
+    without its label, it writes the new figures (the lead runs it after adding a part)."""
+    import importlib.util
+    import shutil
+
+    spec = importlib.util.spec_from_file_location("label_points", REPO_ROOT / "scripts" / "label_points.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    folder = tmp_path / "vanishing_gradients"
+    shutil.copytree(SOLUTIONS, folder)
+    notebooks = list(ASSIGNMENT.notebooks)
+    assert script.label(folder, notebooks, POINTS) == (sum(POINTS.values()), sum(p for *_, p in written_answers()))
+    for name in notebooks:
+        assert (folder / name).read_bytes() == (SOLUTIONS / name).read_bytes(), f"{name} changed"
+    part6 = nbformat.read(folder / "6_exploding_vs_vanishing.ipynb", as_version=4)
+    question = next(c for c in part6.cells if "**Question 6.3" in c.source)
+    question.source = re.sub(r"\*\*Question 6\.3 \([^)]*\)\.\*\*", "**Question 6.3.**", question.source)
+    nbformat.write(part6, folder / "6_exploding_vs_vanishing.ipynb")
+    script.label(folder, notebooks, {**POINTS, "rnn_backward": 12})
+    text = "".join(c.source for c in nbformat.read(folder / "1_bptt.ipynb", as_version=4).cells)
+    assert "(`rnn_backward`, 12 points, autograded)" in text and "(`rnn_backward`, 10 points" not in text
+    assert f"{sum(POINTS.values()) + 2:g} autograded" in re.sub(r"\s+", " ", text)
+    part6_text = "".join(c.source for c in nbformat.read(folder / "6_exploding_vs_vanishing.ipynb", as_version=4).cells)
+    assert "**Question 6.3 (3 points, written).**" in part6_text
