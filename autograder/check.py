@@ -63,7 +63,8 @@ def check_notebook(path: Path, limits: SandboxLimits = SandboxLimits()) -> tuple
 
 
 def format_results(path: Path, results: list[CheckResult], problems: list[str] = ()) -> str:
-    lines = [f"{path.name}: {sum(r.passed for r in results)} of {len(results)} public checks pass"]
+    lines = [f"{path.name}: {sum(r.passed for r in results)} of {len(results)} public checks pass" if results
+             else f"{path.name}: no public checks in this notebook (it has no function to write)"]
     for problem in problems:
         lines.append(f"  problem: {problem}")
     for result in results:

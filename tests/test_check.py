@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -69,9 +70,11 @@ def test_check_loads_the_folder_as_the_grader_and_names_the_graded_definition(tm
     result = run_check(tmp_path / "2_gradient_decay.ipynb")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "2_gradient_decay.ipynb: 4 of 4 public checks pass" in result.stdout
+    cell = next(i for i, c in enumerate(json.loads((tmp_path / "2_gradient_decay.ipynb").read_text())["cells"])
+                if c["metadata"].get("nbgrader", {}).get("grade_id") == "effective_horizon")
     assert ("WARNING  effective_horizon is defined in 2 places. The one graded is the last one loaded (files in "
             "sorted name order, cells in notebook order): scratch.py line 1. Not graded: 2_gradient_decay.ipynb "
-            "cell 15 (line 1).") in result.stdout
+            f"cell {cell} (line 1).") in result.stdout
 
 
 def test_check_reports_a_corrupt_file_of_the_folder(tmp_path):
@@ -103,3 +106,15 @@ def test_a_changed_input_is_what_the_public_check_reports(tmp_path, case, notebo
     result = run_check(folder / notebook)
     assert result.returncode == 1
     assert message in result.stdout, result.stdout
+
+
+def test_a_part1_mistake_is_not_blamed_on_the_later_parts(tmp_path):
+    """Parts 2, 4 and 5 call the student's Part 1 functions: their checks say to fix Part 1 first."""
+    spec = load_spec(REPO_ROOT / "examples" / "class.yml")["students"]["cleo_no_carried_gradient"]
+    folder = build_student("cleo", spec, load_course(), "vanishing_gradients", tmp_path)
+    result = run_check(folder / "2_gradient_decay.ipynb", folder / "6_exploding_vs_vanishing.ipynb")
+    assert result.returncode == 1
+    assert ("FAIL  check_hidden_grad_norms: AssertionError: (uses your Part 1 code; make Part 1 pass first)"
+            in result.stdout), result.stdout
+    assert "PASS  check_effective_horizon" in result.stdout  # a check that does not use Part 1 still passes
+    assert "6_exploding_vs_vanishing.ipynb: no public checks in this notebook" in result.stdout

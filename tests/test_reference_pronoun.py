@@ -32,9 +32,16 @@ def test_one_hot(ref):
     x = ref.one_hot(tokens, 4)
     assert x.dtype == np.float64 and x.shape == (2, 3, 4)
     np.testing.assert_array_equal(x, np.eye(4)[tokens])
-    for bad in (np.array([[0, 4]]), np.array([[-1, 0]]), np.array([[0.0, 1.0]])):
+    for bad in (np.array([[0, 4]]), np.array([[-1, 0]]), np.array([[0.0, 1.0]]), np.array([[True, False]])):
         with pytest.raises(ValueError):
             ref.one_hot(bad, 4)
+    np.testing.assert_array_equal(ref.one_hot([[0, 3, 1], [2, 2, 0]], 4), x)  # a nested list of ints is accepted
+
+
+@pytest.mark.parametrize("vocab_size", [0, -2, True, 2.5, "4", None])
+def test_one_hot_rejects_a_vocab_size_that_is_not_a_positive_integer(ref, vocab_size):
+    with pytest.raises(ValueError):
+        ref.one_hot(np.array([[0, 1]]), vocab_size)
 
 
 def torch_input_gradients(x, h0, Wx, Wh, b, dout, k2=None):

@@ -151,4 +151,6 @@ def test_read_submission_warns_with_the_course_functions(tmp_path):
                                          "def my_helper():\n    pass\n")
     sub = read(tmp_path)
     assert len(sub.problems) == 1 and sub.problems[0].startswith("warning: effective_horizon is defined in 2 places")
-    assert "scratch.py line 1" in sub.problems[0] and "2_gradient_decay.ipynb cell 15 (line 1)" in sub.problems[0]
+    cell = next(i for i, c in enumerate(nbformat.read(SOLUTIONS / "2_gradient_decay.ipynb", as_version=4).cells)
+                if c.metadata.get("nbgrader", {}).get("grade_id") == "effective_horizon")
+    assert "scratch.py line 1" in sub.problems[0] and f"2_gradient_decay.ipynb cell {cell} (line 1)" in sub.problems[0]
