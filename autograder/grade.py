@@ -63,7 +63,7 @@ def check_course(options: GradeOptions) -> None:
     """course.yml against the graders and the solution notebooks, before anyone is graded: a graded function
     without points (or points without a grader) would otherwise give the whole class an internal error.
     Raises CourseConfigError naming each function."""
-    from autograder.notebook import graded_function_ids, read_notebook
+    from autograder.notebook import graded_function_ids, read_trusted_notebook
     from autograder.pytest_plugin import grader_functions
 
     assignment = options.assignment
@@ -75,7 +75,7 @@ def check_course(options: GradeOptions) -> None:
                                 f"(the folder of course.yml, {options.course_root}); put solutions/ there, or use "
                                 "--course with the course.yml of the course that has them")
     in_notebooks = {function: path.name for path in sorted(folder.glob("*.ipynb"))
-                    for function in graded_function_ids(read_notebook(path))}
+                    for function in graded_function_ids(read_trusted_notebook(path))}
     problems = [f"{function} is graded by {GRADERS_DIR.name}/ but has no entry in points" for function in
                 sorted(graders - points)]
     problems += [f"{function} is a graded solution cell of {in_notebooks[function]} but has no entry in points"
@@ -331,13 +331,14 @@ def grade_batch(submissions_dir: Path, options: GradeOptions, jobs: int = 1, res
     class files are written for who finished, and GradingInterrupted is raised."""
     from autograder.submission import find_submissions
 
-    check_course(options)
     started = time.monotonic()
     if not scheduler:
         from autograder.executors import start_warm_parent
 
-        # Its imports (and its zygotes') overlap with reading the submissions and building the canaries.
+        # Its imports (and its zygotes') overlap with the course check, reading the submissions and building the
+        # canaries (where the check fails, it ends with this process, having graded nothing).
         start_warm_parent(tuple(options.assignment.preload), max(1, jobs))
+    check_course(options)
     options.out.mkdir(parents=True, exist_ok=True)
     submissions = find_submissions(submissions_dir, options.assignment.id)
     if students:

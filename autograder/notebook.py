@@ -59,10 +59,10 @@ def answer_code(nb) -> list[str]:
 
 
 def graded_function_ids(nb) -> list[str]:
-    return [nbgrader_meta(cell)["grade_id"] for cell in nb.cells if is_graded_function_cell(cell)]
+    return [nbgrader_meta(cell)["grade_id"] for cell in nb["cells"] if is_graded_function_cell(cell)]
 
 
 def written_answers(nb) -> dict[str, float]:
     """grade_id -> points of the manually graded written answers."""
-    return {nbgrader_meta(c)["grade_id"]: float(nbgrader_meta(c).get("points", 0)) for c in nb.cells
+    return {nbgrader_meta(c)["grade_id"]: float(nbgrader_meta(c).get("points", 0)) for c in nb["cells"]
             if is_written_answer_cell(c)}

@@ -75,11 +75,11 @@ def written_status(gradebook: Path | None, course, assignment_id: str, solutions
     """The written answers (graded by hand in formgrader): their points, from the solution notebooks, and, when an
     nbgrader gradebook is given, for how many of these students every written answer has a manual grade and their
     mean. Without a gradebook their status is unknown here, and the summary says so."""
-    from autograder.notebook import read_notebook, written_answers
+    from autograder.notebook import read_trusted_notebook, written_answers
 
     answers: dict[str, float] = {}
     for path in sorted((solutions / assignment_id).glob("*.ipynb")):
-        answers.update(written_answers(read_notebook(path)))
+        answers.update(written_answers(read_trusted_notebook(path)))
     status = {"points": sum(answers.values()), "answers": len(answers), "known": False}
     if gradebook is None or not Path(gradebook).is_file() or not answers:
         return status
