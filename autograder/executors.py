@@ -23,7 +23,7 @@ from autograder.results import RESULTS_FILE, crash_document, student_dir
 _warm_parent_trouble: str | None = None  # why workers are spawned instead, if the fork server could not start
 
 
-def start_warm_parent(preload: tuple[str, ...] = (), workers: int = 0):
+def start_warm_parent(options: GradeOptions, workers: int):
     """Starts the fork server that local grading workers are forked from (warm_parent.py), in the background: it
     imports and loads while this process reads the course and the submissions. Safe to call again. Returns the
     multiprocessing context for the workers: "spawn" (each worker starts cold, as before) where the fork server
@@ -32,7 +32,8 @@ def start_warm_parent(preload: tuple[str, ...] = (), workers: int = 0):
     from multiprocessing import forkserver
 
     if _warm_parent_trouble is None:
-        plan = json.dumps({"preload": list(preload), "zygotes": workers})
+        plan = json.dumps({"preload": list(options.assignment.preload), "zygotes": workers,
+                           "assignment": options.assignment.id, "solutions": str(options.solutions_dir)})
         before = os.environ.get("AUTOGRADER_WARM_PARENT")
         try:
             context = multiprocessing.get_context("forkserver")
@@ -64,7 +65,7 @@ def _grade_locally(pending: list, options: GradeOptions, jobs: int, finished, ca
     """Worker processes on this machine, forked from the warm parent (warm_parent.py: the imports and the reference,
     nothing of this process's state); each grades students one after another, with its own grader session and
     warm sandbox. The canaries go first, to the same workers."""
-    context = start_warm_parent(tuple(options.assignment.preload), max(1, jobs))
+    context = start_warm_parent(options, max(1, jobs))
     try:
         _grade_in_pool(pending, options, jobs, finished, canaries, context)
     finally:

@@ -23,8 +23,14 @@ def solution_notebooks(assignment_id: str = "vanishing_gradients", solutions_dir
     return notebooks
 
 
-@functools.cache
 def load_reference(assignment_id: str = "vanishing_gradients", solutions_dir: Path | None = None) -> types.ModuleType:
+    """The reference module, loaded once per process for each (assignment, solutions folder), however the folder
+    is named (the kit's default, a relative or an absolute path)."""
+    return _load_reference(assignment_id, Path(solutions_dir or REPO_ROOT / "solutions").resolve())
+
+
+@functools.cache
+def _load_reference(assignment_id: str, solutions_dir: Path) -> types.ModuleType:
     module = types.ModuleType(f"reference_{assignment_id}", f"reference implementation of {assignment_id}")
     module.__dict__["__builtins__"] = __builtins__
     for path in solution_notebooks(assignment_id, solutions_dir):

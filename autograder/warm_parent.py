@@ -17,7 +17,8 @@ import json
 import os
 import sys
 
-# Set by executors.start_warm_parent: the course's preload list and how many workers will be forked.
+# Set by executors.start_warm_parent: the course's preload list, how many workers will be forked, and the
+# reference they grade against (the course's solutions/).
 PLAN = json.loads(os.environ.get("AUTOGRADER_WARM_PARENT", "{}") or "{}")
 
 try:  # first, so that the zygotes' imports (in their sandboxes) run beside this process's own
@@ -43,7 +44,12 @@ try:
     import autograder.vocabulary  # noqa: F401
     from autograder.reference import load_reference
 
-    load_reference()  # imports what the solution notebooks import (torch among them), defines the reference
+    # Imports what the solution notebooks import (torch among them) and defines the reference, as the workers ask
+    # for it (grade.reference_for).
+    if PLAN.get("solutions"):
+        load_reference(PLAN["assignment"], PLAN["solutions"])
+    else:
+        load_reference()
     PRELOADED = True
     from autograder.sandbox.zygote import greet_prestarted
 

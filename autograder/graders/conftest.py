@@ -118,13 +118,18 @@ def check_each(results, check) -> None:
         check(case, outcome)
 
 
-def check_unchanged_and_right(results, sent, input_name: str, function: str, names: list[str], tol) -> None:
+def check_unchanged_and_right(results, sent, input_name: str | list[str], function: str, names: list[str],
+                              tol) -> None:
     """For collect() results whose outcome is (outputs, [acceptable expected outputs], the input `input_name` as the
-    student's code left it): in every case that input is bit-identical to what was sent (`sent(case)`; checked
-    first, a changed input being the likely cause of anything else) and every output is right."""
+    student's code left it, or the inputs of a list of names): in every case the input is bit-identical to what was
+    sent (`sent(case)`; checked first, a changed input being the likely cause of anything else) and every output is
+    right."""
+    several = not isinstance(input_name, str)
+
     def check(case, out):
         got, wants, after = out
-        expect_unmodified([after], [sent(case)], [input_name], function, case)
+        expect_unmodified(list(after) if several else [after], list(sent(case)) if several else [sent(case)],
+                          list(input_name) if several else [input_name], function, case)
         for index, name in enumerate(names):
             expect_array_any(got[index], [w[index] for w in wants], name, case, tol)
 

@@ -144,14 +144,8 @@ def test_step_backward(lstm_step_backward_results, tol, index, name):
 
 @graded("lstm_step_backward", "right gradients, dnext_h and dnext_c left unchanged", points=0.5)
 def test_step_backward_unmodified(lstm_step_backward_results, tol):
-    def check(case, out):
-        got, wants, after = out
-        sent = [case.inputs["dh"][:, 0], case.inputs["dc"]]
-        expect_unmodified(list(after), sent, ["dnext_h", "dnext_c"], "lstm_step_backward", case)
-        for index, name in enumerate(STEP_GRADS):
-            expect_array(got[index], wants[0][index], name, case, tol)
-
-    check_each(lstm_step_backward_results, check)
+    check_unchanged_and_right(lstm_step_backward_results, lambda case: [case.inputs["dh"][:, 0], case.inputs["dc"]],
+                              ["dnext_h", "dnext_c"], "lstm_step_backward", STEP_GRADS, tol)
 
 
 @graded("lstm_forward", "h on random sequences (non-zero h0, zero initial cell state, T = 1 and T > 10)")
