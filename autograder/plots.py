@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import collections
+import functools
 import hashlib
 import io
 
@@ -108,7 +109,9 @@ def _finite_curve(value, length: int):
     return None
 
 
-def decay_plot(student, ref) -> tuple[str, str, dict]:
+@functools.lru_cache(maxsize=4)
+def _decay_case(ref):
+    """The decay picture's public inputs and the reference's curves on them, computed once per process."""
     rng = np.random.default_rng(PUBLIC_SEED)
     N, T, D, H = 2, 30, 3, 8
     x = rng.standard_normal((N, T, D)) * 0.1
@@ -118,14 +121,22 @@ def decay_plot(student, ref) -> tuple[str, str, dict]:
     dh = np.zeros((N, T, H))
     dh[:, -1] = rng.standard_normal((N, H))
     Q = _orthogonal(rng, H)
-    figure = _figure("Gradient reaching each step (loss at the last step only)", "time step t",
-                     "norms[t] / norms[T-1]", "semilogy", legend_below=True)
-    steps, notes = np.arange(T), []
+    cases = []
     for rho, color in ((0.8, "tab:blue"), (1.0, "tab:green"), (1.2, "tab:red")):
         Wh = rho * Q
         want = ref.hidden_grad_norms(dh, ref.rnn_forward(x, h0, Wx, Wh, b)[1])
-        _line(figure, steps, want / want[-1], f"reference, sigma_max={rho}", reference=True, color=color)
-        _line(figure, steps, ref.jacobian_norm_bound(Wh, T), f"bound, sigma_max={rho}", color=color, ls=":", lw=1.5)
+        cases.append((rho, color, Wh, want / want[-1], ref.jacobian_norm_bound(Wh, T)))
+    return (x, h0, Wx, b, dh, T), cases
+
+
+def decay_plot(student, ref) -> tuple[str, str, dict]:
+    (x, h0, Wx, b, dh, T), cases = _decay_case(ref)
+    figure = _figure("Gradient reaching each step (loss at the last step only)", "time step t",
+                     "norms[t] / norms[T-1]", "semilogy", legend_below=True)
+    steps, notes = np.arange(T), []
+    for rho, color, Wh, want, bound in cases:
+        _line(figure, steps, want, f"reference, sigma_max={rho}", reference=True, color=color)
+        _line(figure, steps, bound, f"bound, sigma_max={rho}", color=color, ls=":", lw=1.5)
         try:
             _, cache = student.rnn_forward(x, h0, Wx, Wh, b)
             got = _finite_curve(student.hidden_grad_norms(dh, cache), T)
@@ -140,25 +151,34 @@ def decay_plot(student, ref) -> tuple[str, str, dict]:
     return "How the gradient decays", caption, figure
 
 
-def clipping_plot(student, ref) -> tuple[str, str, dict]:
+def _norm_after(arrays) -> float:
+    return float(np.sqrt(sum(np.sum(np.asarray(a, dtype=float) ** 2) for a in arrays)))
+
+
+@functools.lru_cache(maxsize=4)
+def _clipping_case(ref):
+    """The clipping picture's public inputs and the reference's curves on them, computed once per process."""
     rng = np.random.default_rng(PUBLIC_SEED + 1)
     grads = [rng.standard_normal((4, 3)) * 3.0, rng.standard_normal((3, 3)) * 0.05, rng.standard_normal(3) * 0.7]
     total = float(np.sqrt(sum(np.sum(g * g) for g in grads)))
     thresholds = np.geomspace(total / 20, total * 3, 25)
-    norm_after = lambda arrays: float(np.sqrt(sum(np.sum(np.asarray(a, dtype=float) ** 2) for a in arrays)))
+    want_global = [_norm_after(ref.clip_grad_norm(grads, m)[0]) for m in thresholds]
+    want_per_array = [_norm_after(ref.clip_grad_norm_per_array(grads, m)) for m in thresholds]
+    return grads, total, thresholds, want_global, want_per_array
+
+
+def clipping_plot(student, ref) -> tuple[str, str, dict]:
+    grads, total, thresholds, want_global, want_per_array = _clipping_case(ref)
     figure = _figure("Clipping three arrays of very different norms", "max_norm", "norm of the clipped update",
                      "loglog", legend_below=False)
-    _line(figure, thresholds, [norm_after(ref.clip_grad_norm(grads, m)[0]) for m in thresholds],
-          "reference clip_grad_norm", reference=True, color="tab:blue")
-    _line(figure, thresholds, [norm_after(ref.clip_grad_norm_per_array(grads, m)) for m in thresholds],
-          "reference clip_grad_norm_per_array", reference=True, color="tab:orange")
+    _line(figure, thresholds, want_global, "reference clip_grad_norm", reference=True, color="tab:blue")
+    _line(figure, thresholds, want_per_array, "reference clip_grad_norm_per_array", reference=True,
+          color="tab:orange")
     note = ""
     for function, color in (("clip_grad_norm", "tab:blue"), ("clip_grad_norm_per_array", "tab:orange")):
         try:
-            values = []
-            for m in thresholds:
-                result = getattr(student, function)(grads, float(m))
-                values.append(norm_after(result[0] if function == "clip_grad_norm" else result))
+            results = student.call_each(function, [(grads, float(m)) for m in thresholds])
+            values = [_norm_after(result[0] if function == "clip_grad_norm" else result) for result in results]
             _line(figure, thresholds, values, f"your {function}", color=color)
         except Exception as exc:
             note += f" Your {function} failed ({type(exc).__name__})."
@@ -167,7 +187,9 @@ def clipping_plot(student, ref) -> tuple[str, str, dict]:
     return "Clipping", caption, figure
 
 
-def truncation_plot(student, ref) -> tuple[str, str, dict]:
+@functools.lru_cache(maxsize=4)
+def _truncation_case(ref):
+    """The truncation picture's public inputs and the reference's curves on them, computed once per process."""
     rng = np.random.default_rng(PUBLIC_SEED + 2)
     N, T, D, H = 2, 24, 3, 6
     x = rng.standard_normal((N, T, D))
@@ -177,13 +199,19 @@ def truncation_plot(student, ref) -> tuple[str, str, dict]:
     b = np.zeros(H)
     dh = np.zeros((N, T, H))
     dh[:, -1] = rng.standard_normal((N, H))
+    cache = ref.rnn_forward(x, h0, Wx, Wh, b)[1]
+    cases = [(k2, color, np.linalg.norm(ref.rnn_backward_truncated(dh, cache, 1, k2)[0], axis=(0, 2)) + 1e-30)
+             for k2, color in ((4, "tab:blue"), (12, "tab:green"), (T, "tab:red"))]
+    return (x, h0, Wx, Wh, b, dh, T), cases
+
+
+def truncation_plot(student, ref) -> tuple[str, str, dict]:
+    (x, h0, Wx, Wh, b, dh, T), cases = _truncation_case(ref)
     figure = _figure("Truncation: no gradient beyond k2 steps back", "time step t", "|dL/dx[:, t]|", "semilogy",
                      legend_below=True, ylim=(1e-12, None))
     steps, note = np.arange(T), ""
-    for k2, color in ((4, "tab:blue"), (12, "tab:green"), (T, "tab:red")):
-        want = ref.rnn_backward_truncated(dh, ref.rnn_forward(x, h0, Wx, Wh, b)[1], 1, k2)[0]
-        _line(figure, steps, np.linalg.norm(want, axis=(0, 2)) + 1e-30, f"reference TBPTT(1, {k2})",
-              reference=True, color=color)
+    for k2, color, want in cases:
+        _line(figure, steps, want, f"reference TBPTT(1, {k2})", reference=True, color=color)
         try:
             _, cache = student.rnn_forward(x, h0, Wx, Wh, b)
             got = student.rnn_backward_truncated(dh, cache, 1, k2)[0]
@@ -262,8 +290,17 @@ class _StopAfterTrouble:
     def __init__(self, student):
         self._student, self._trouble = student, None
 
+    def call_each(self, name: str, calls: list[tuple]) -> list:
+        """Many calls of one function in one round trip where the student is a sandbox (else one by one)."""
+        if hasattr(type(self._student), "call_each"):
+            return self._guarded(self._student.call_each)(name, calls)
+        function = getattr(self, name)
+        return [function(*args) for args in calls]
+
     def __getattr__(self, name):
-        function = getattr(self._student, name)
+        return self._guarded(getattr(self._student, name))
+
+    def _guarded(self, function):
 
         def call(*args, **kwargs):
             if self._trouble:

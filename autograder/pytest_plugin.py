@@ -135,6 +135,15 @@ class Student:
             self._sandbox.hung.add(function)
             raise
 
+    def call_each(self, name: str, calls: list[tuple]) -> list:
+        """[student.name(*args) for args in calls], in one round trip to the sandbox (charged to `name`)."""
+        try:
+            return self.call_charged(name, EACH_FUNCTION, (name, [list(args) for args in calls]), {})
+        except StudentException as exc:
+            if exc.type_name == "NameError" and exc.message.startswith(ECHO_MISSING):
+                raise GradingFailure(f"{name} is not defined in your submission") from None
+            raise
+
     def __getattr__(self, name: str) -> StudentFunction:
         if name.startswith("_"):
             raise AttributeError(name)
@@ -146,6 +155,7 @@ class Student:
 ECHO_FUNCTION = "__autograder_call_and_echo__"
 READ_FUNCTION = "__autograder_call_and_read__"
 STAND_IN_FUNCTION = "__autograder_call_with_stand_ins__"
+EACH_FUNCTION = "__autograder_call_each__"
 STAND_INS = ("rnn_forward", "rnn_backward", "rnn_backward_truncated")
 ECHO_MISSING = "not defined:"
 ECHO_SOURCE = f"""
@@ -155,6 +165,14 @@ def {ECHO_FUNCTION}(name, *args):
         raise NameError("{ECHO_MISSING} " + name)
     result = function(*args)
     return result, list(args)
+
+
+def {EACH_FUNCTION}(name, calls):
+    # One round trip for many calls (a feedback picture's 25 thresholds): the results, in order.
+    function = globals().get(name)
+    if not callable(function):
+        raise NameError("{ECHO_MISSING} " + name)
+    return [function(*args) for args in calls]
 
 
 def {READ_FUNCTION}(name, names, *args):

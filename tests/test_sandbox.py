@@ -1079,3 +1079,24 @@ def test_warm_student_still_sees_python_folders_below_tmp(tmp_path, monkeypatch)
     finally:
         testing.close_idle_zygotes()  # the ones that show the folder
         shutil.rmtree(lib, ignore_errors=True)
+
+
+def test_call_each_is_one_round_trip_with_fresh_arguments_per_call(open_sandbox):
+    """Student.call_each (the feedback pictures' many thresholds): the same values as calls one by one, in one
+    request; every call gets its own copy of the arguments, so a function that changes its input in place cannot
+    change what the next call is given."""
+    from autograder.pytest_plugin import HELPER_UNITS, Student
+    from autograder.vocabulary import GradingFailure
+
+    cell = LoadUnit("nb.ipynb", 0, "def scale(a, s):\n    a *= s\n    return a.sum()\n", "cell")
+    sb = open_sandbox(units=[cell, *HELPER_UNITS])
+    requests = []
+    original = sb._resources.child.request
+    sb._resources.child.request = lambda *args, **kwargs: requests.append(1) or original(*args, **kwargs)
+    student = Student(sb)
+    a = np.arange(3.0)
+    assert student.call_each("scale", [(a, 2.0), (a, 3.0), (a, 10.0)]) == [6.0, 9.0, 30.0]
+    assert len(requests) == 1
+    assert a.tolist() == [0.0, 1.0, 2.0]
+    with pytest.raises(GradingFailure, match="absent is not defined"):
+        student.call_each("absent", [(1,)])
