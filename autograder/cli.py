@@ -163,9 +163,6 @@ def grade(submissions: Path, out: Path, jobs: int, timeout: float | None, resume
     command exits 1 with the first errors met (e.g. torch cannot be imported under the memory limit)."""
     import tempfile
 
-    from autograder.grade import GradeOptions
-    from autograder.sandbox import isolation_level
-
     course, course_file = _load(course_file)
     try:
         spec = course.assignment(assignment)
@@ -176,6 +173,14 @@ def grade(submissions: Path, out: Path, jobs: int, timeout: float | None, resume
     if (executor == "dask") != (scheduler is not None):
         raise click.ClickException("--executor dask needs --scheduler ADDRESS (or --scheduler local), and "
                                    "--scheduler needs --executor dask")
+    if executor == "local":
+        from autograder.executors import start_warm_parent
+
+        # First: its imports and its zygotes' (torch: seconds) start while this process reads everything else.
+        start_warm_parent(spec, course_file.parent / course.solutions_dir, max(1, jobs))
+    from autograder.grade import GradeOptions
+    from autograder.sandbox import isolation_level
+
     isolation = isolation_level()
     if isolation != "bubblewrap":
         click.echo("warning: bubblewrap is not available here: student code runs as separate processes with "

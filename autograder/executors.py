@@ -15,25 +15,29 @@ import sys
 import tempfile
 import traceback
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from autograder.files import remove_tree, write_atomic
-from autograder.grade import GradeOptions, _Canaries, _grade_in_worker
 from autograder.results import RESULTS_FILE, crash_document, student_dir
+
+if TYPE_CHECKING:  # grade.py is imported where it is used: the warm parent starts before its imports
+    from autograder.grade import GradeOptions, _Canaries
 
 _warm_parent_trouble: str | None = None  # why workers are spawned instead, if the fork server could not start
 
 
-def start_warm_parent(options: GradeOptions, workers: int):
+def start_warm_parent(assignment, solutions_dir: Path, workers: int):
     """Starts the fork server that local grading workers are forked from (warm_parent.py), in the background: it
-    imports and loads while this process reads the course and the submissions. Safe to call again. Returns the
-    multiprocessing context for the workers: "spawn" (each worker starts cold, as before) where the fork server
-    cannot start (e.g. TMPDIR so long that its socket's path is too long for AF_UNIX)."""
+    imports and loads while this process reads the course and the submissions (`autograder grade` calls this as
+    soon as it has read course.yml). Safe to call again. Returns the multiprocessing context for the workers:
+    "spawn" (each worker starts cold, as before) where the fork server cannot start (e.g. TMPDIR so long that its
+    socket's path is too long for AF_UNIX)."""
     global _warm_parent_trouble
     from multiprocessing import forkserver
 
     if _warm_parent_trouble is None:
-        plan = json.dumps({"preload": list(options.assignment.preload), "zygotes": workers,
-                           "assignment": options.assignment.id, "solutions": str(options.solutions_dir)})
+        plan = json.dumps({"preload": list(assignment.preload), "zygotes": workers,
+                           "assignment": assignment.id, "solutions": str(solutions_dir)})
         before = os.environ.get("AUTOGRADER_WARM_PARENT")
         try:
             context = multiprocessing.get_context("forkserver")
@@ -65,7 +69,7 @@ def _grade_locally(pending: list, options: GradeOptions, jobs: int, finished, ca
     """Worker processes on this machine, forked from the warm parent (warm_parent.py: the imports and the reference,
     nothing of this process's state); each grades students one after another, with its own grader session and
     warm sandbox. The canaries go first, to the same workers."""
-    context = start_warm_parent(options, max(1, jobs))
+    context = start_warm_parent(options.assignment, options.solutions_dir, max(1, jobs))
     try:
         _grade_in_pool(pending, options, jobs, finished, canaries, context)
     finally:
@@ -74,6 +78,8 @@ def _grade_locally(pending: list, options: GradeOptions, jobs: int, finished, ca
 
 def _grade_in_pool(pending: list, options: GradeOptions, jobs: int, finished, canaries: "_Canaries | None",
                    context) -> None:
+    from autograder.grade import _grade_in_worker
+
     remaining = {sub.student: sub for sub in pending}
     attempts = {sub.student: 0 for sub in pending}
     alone: set[str] = set()  # hit a time limit while others were graded too: graded again, on their own, at the end
@@ -136,6 +142,8 @@ def _grade_beside_canaries(pool, first: list, options: GradeOptions, canaries: "
     """Submits the canaries and, beside them, the first students (so no worker waits for the verdict), whose
     results go to a holding folder in OUT until the canaries have passed. Returns {future: (student, holding
     folder)}; raises CanaryFailed (after removing the held results) if the canaries fail."""
+    from autograder.grade import _grade_in_worker
+
     runs, held = {}, {}
     canary_queue, student_queue = list(canaries.folders.items()), list(first)
     while canary_queue or student_queue:  # interleaved (canary, student, canary, ...): idle workers take a student
@@ -264,6 +272,8 @@ def grade_remote(student: str, entries: list, inner: str, options: GradeOptions,
                  alone: bool = False) -> dict[str, bytes]:
     """Runs on a Dask worker: grades a student sent as data and returns their output files as data (the worker
     needs the kit installed, not a file system shared with the instructor's machine)."""
+    from autograder.grade import _grade_in_worker
+
     with tempfile.TemporaryDirectory(prefix="vg-remote-") as scratch:
         entry = Path(scratch) / "submissions" / student
         unpack_folder(entries, entry)
@@ -295,6 +305,8 @@ def _write_remote_results(out_dir: Path, files: dict[str, bytes]) -> dict:
 def canaries_remote(options: GradeOptions) -> dict[str, dict]:
     """Runs on a Dask worker: grades the canaries built from the worker's own checkout, in that worker (its own
     environment, sandbox and limits); returns their results documents."""
+    from autograder.grade import _Canaries, _grade_in_worker
+
     from autograder.sandbox import isolation_level
 
     canaries = _Canaries(dataclasses.replace(_on_this_worker(options), isolation=isolation_level()))

@@ -337,7 +337,7 @@ def grade_batch(submissions_dir: Path, options: GradeOptions, jobs: int = 1, res
 
         # Its imports (and its zygotes') overlap with the course check, reading the submissions and building the
         # canaries (where the check fails, it ends with this process, having graded nothing).
-        start_warm_parent(options, max(1, jobs))
+        start_warm_parent(options.assignment, options.solutions_dir, max(1, jobs))
     check_course(options)
     options.out.mkdir(parents=True, exist_ok=True)
     submissions = find_submissions(submissions_dir, options.assignment.id)
