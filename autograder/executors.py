@@ -15,13 +15,10 @@ import sys
 import tempfile
 import traceback
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from autograder.files import remove_tree, write_atomic
+from autograder.grade import GradeOptions, _Canaries, _grade_in_worker
 from autograder.results import RESULTS_FILE, crash_document, student_dir
-
-if TYPE_CHECKING:  # grade.py is imported where it is used: the warm parent starts before its imports
-    from autograder.grade import GradeOptions, _Canaries
 
 _warm_parent_trouble: str | None = None  # why workers are spawned instead, if the fork server could not start
 
@@ -78,8 +75,6 @@ def _grade_locally(pending: list, options: GradeOptions, jobs: int, finished, ca
 
 def _grade_in_pool(pending: list, options: GradeOptions, jobs: int, finished, canaries: "_Canaries | None",
                    context) -> None:
-    from autograder.grade import _grade_in_worker
-
     remaining = {sub.student: sub for sub in pending}
     attempts = {sub.student: 0 for sub in pending}
     alone: set[str] = set()  # hit a time limit while others were graded too: graded again, on their own, at the end
@@ -142,8 +137,6 @@ def _grade_beside_canaries(pool, first: list, options: GradeOptions, canaries: "
     """Submits the canaries and, beside them, the first students (so no worker waits for the verdict), whose
     results go to a holding folder in OUT until the canaries have passed. Returns {future: (student, holding
     folder)}; raises CanaryFailed (after removing the held results) if the canaries fail."""
-    from autograder.grade import _grade_in_worker
-
     runs, held = {}, {}
     canary_queue, student_queue = list(canaries.folders.items()), list(first)
     while canary_queue or student_queue:  # interleaved (canary, student, canary, ...): idle workers take a student
@@ -272,8 +265,6 @@ def grade_remote(student: str, entries: list, inner: str, options: GradeOptions,
                  alone: bool = False) -> dict[str, bytes]:
     """Runs on a Dask worker: grades a student sent as data and returns their output files as data (the worker
     needs the kit installed, not a file system shared with the instructor's machine)."""
-    from autograder.grade import _grade_in_worker
-
     with tempfile.TemporaryDirectory(prefix="vg-remote-") as scratch:
         entry = Path(scratch) / "submissions" / student
         unpack_folder(entries, entry)
@@ -305,8 +296,6 @@ def _write_remote_results(out_dir: Path, files: dict[str, bytes]) -> dict:
 def canaries_remote(options: GradeOptions) -> dict[str, dict]:
     """Runs on a Dask worker: grades the canaries built from the worker's own checkout, in that worker (its own
     environment, sandbox and limits); returns their results documents."""
-    from autograder.grade import _Canaries, _grade_in_worker
-
     from autograder.sandbox import isolation_level
 
     canaries = _Canaries(dataclasses.replace(_on_this_worker(options), isolation=isolation_level()))
