@@ -36,10 +36,12 @@ def _check_cells(path: Path) -> dict[int, str]:
 
 
 def check_folder(folder: Path, notebooks: list[str], limits: SandboxLimits = SandboxLimits(),
-                 preload: tuple[str, ...] = ("numpy",)) -> tuple[dict[str, list[CheckResult]], list[str]]:
+                 preload: tuple[str, ...] = ("numpy",), by_hand: tuple[str, ...] = ()
+                 ) -> tuple[dict[str, list[CheckResult]], list[str]]:
     """Loads `folder` as the grader does and returns ({notebook file name: one result per public check cell},
     the reader's problems and warnings for the whole folder). `preload`: the libraries the grader's sandbox
-    imports before student code (course.yml), so the check runs under the grader's memory limits."""
+    imports before student code (course.yml), so the check runs under the grader's memory limits; `by_hand`:
+    the functions under the by-hand rule (course.yml), refused torch autograd here as in grading."""
     submission = read_submission(Submission("self-check", folder))
     loaded = set(submission.files)
     checks = {name: _check_cells(folder / name) if name in loaded else {} for name in notebooks}
@@ -48,7 +50,7 @@ def check_folder(folder: Path, notebooks: list[str], limits: SandboxLimits = San
         with tempfile.TemporaryDirectory(prefix="vg-check-") as scratch:
             workdir = Path(scratch) / "work"
             private_copy(submission, workdir)  # later parts load earlier notebooks
-            with Sandbox(workdir, submission.units, limits, preload=preload) as sandbox:
+            with Sandbox(workdir, submission.units, limits, preload=preload, by_hand=by_hand) as sandbox:
                 failures = {(r["file"], r["index"]): r["error"] for r in sandbox.load_report}
     results = {name: [CheckResult(grade_id, (name, index) not in failures, failures.get((name, index), ""))
                       for index, grade_id in cells.items()]

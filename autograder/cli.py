@@ -329,10 +329,10 @@ def check(notebooks: tuple[Path, ...], assignment_id: str, canary: bool, course_
         assignment = course.assignment(assignment_id)
     except CourseConfigError as exc:
         raise click.ClickException(str(exc)) from None
-    limits, preload = assignment.limits.sandbox_limits(), tuple(assignment.preload)
+    limits, preload, by_hand = assignment.limits.sandbox_limits(), tuple(assignment.preload), tuple(assignment.by_hand)
     reference = course_file.parent / course.solutions_dir / assignment.id
     if canary and all((reference / name).is_file() for name in assignment.notebooks):
-        results, _ = check_folder(reference, list(assignment.notebooks), limits, preload)
+        results, _ = check_folder(reference, list(assignment.notebooks), limits, preload, by_hand)
         failing = [f"{name}: {r.name}: {r.message.strip().splitlines()[-1][:200] if r.message else ''}"
                    for name, checks in results.items() for r in checks if not r.passed]
         if failing:
@@ -345,7 +345,7 @@ def check(notebooks: tuple[Path, ...], assignment_id: str, canary: bool, course_
         folders.setdefault(notebook.resolve().parent, []).append(notebook.name)
     failed = False
     for folder, names in folders.items():
-        results, problems = check_folder(folder, list(dict.fromkeys(names)), limits, preload)
+        results, problems = check_folder(folder, list(dict.fromkeys(names)), limits, preload, by_hand)
         for name, checks in results.items():
             click.echo(format_results(Path(name), checks))
             failed |= not all(r.passed for r in checks)

@@ -78,8 +78,18 @@ class Assignment(_Strict):
     points: dict[str, PositiveFloat] = Field(description="autograded function -> points", min_length=1)
     preload: list[str] = Field(["numpy"], description="libraries imported once per grading worker, before any "
                                "student code, and shared by every student process forked from there")
+    by_hand: list[str] = Field([], description="graded functions that must compute their gradients by hand, with "
+                               "numpy: torch autograd raises an error while one of them runs (in grading and in the "
+                               "self-check), and the outputs it produced score 0")
 
     _check_zone = field_validator("timezone")(_zone_name)
+
+    @model_validator(mode="after")
+    def _by_hand_functions_are_graded(self):
+        unknown = [name for name in self.by_hand if name not in self.points]
+        if unknown:
+            raise ValueError(f"by_hand names functions that have no points: {', '.join(unknown)}")
+        return self
 
     @property
     def zone(self) -> tzinfo:

@@ -85,6 +85,10 @@ text-align: left; } th { background: #f4f4f4; } .num { text-align: right; } img 
 {{ summary.full_marks }} with full marks, {{ summary.zero }} with zero. Isolation: {{ summary.isolation }}.
 {% if summary.grader_errors %}<strong>Grader errors for {{ summary.grader_errors|join(", ") }}</strong>
 (see their grader_errors.txt).{% endif %}</p>
+{% if summary.by_hand_rule_broken is defined and summary.by_hand_rule_broken %}<p><strong>By-hand rule broken</strong>
+(torch autograd called inside a function that must compute its gradients by hand; those outputs scored 0):
+{% for student, functions in summary.by_hand_rule_broken|dictsort %}{{ student }} ({{ functions|join(", ") }}){{ ", "
+if not loop.last }}{% endfor %}.</p>{% endif %}
 {% if summary.not_graded is defined and summary.not_graded %}<p><strong>Interrupted: {{ summary.not_graded }}
 submission(s) not graded yet</strong>; run the same command with --resume to grade them.</p>{% endif %}
 {% if histogram %}<img alt="score histogram" src="data:image/png;base64,{{ histogram }}">{% endif %}

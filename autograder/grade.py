@@ -114,7 +114,7 @@ def grade_one(student: str, folder: str, options: GradeOptions, alone: bool = Fa
     if alone:
         notes.append("Graded again on its own: a time limit was hit while other submissions were graded at the "
                      "same time, so this result, with nothing else running, is the one that counts.")
-    grader_errors, load_report, output, figures = [], [], "", []
+    grader_errors, load_report, output, figures, rule_breaks = [], [], "", [], {}
     student_seconds, warm, timed_out, zygote_source = 0.0, None, False, None
     if not submission.units:
         tests = empty_tests(options.assignment, cut("nothing in the submission could be loaded: "
@@ -129,7 +129,7 @@ def grade_one(student: str, folder: str, options: GradeOptions, alone: bool = Fa
             units = submission.units + list(HELPER_UNITS)
             sandbox_limits = limits.sandbox_limits(options.timeout)
             sandbox = Sandbox(workdir, units, sandbox_limits, preload=tuple(options.assignment.preload),
-                              deadline=started + options.timeout)
+                              deadline=started + options.timeout, by_hand=tuple(options.assignment.by_hand))
             sandbox.__enter__()
             load_report = [dict(r, error=cut(r["error"], MAX_MESSAGE), traceback=cut(r["traceback"], MAX_TRACEBACK))
                            for r in sandbox.load_report]
@@ -146,6 +146,7 @@ def grade_one(student: str, folder: str, options: GradeOptions, alone: bool = Fa
             warm = sandbox.warm
             zygote_source = sandbox.zygote_source
             memory_limit = sandbox.memory_scope
+            rule_breaks = dict(sandbox.rule_breaks)
             timed_out = sandbox.timeouts > 0 or time.monotonic() >= context.deadline
         finally:
             _close(sandbox, scratch)
@@ -161,6 +162,9 @@ def grade_one(student: str, folder: str, options: GradeOptions, alone: bool = Fa
                                 submission.files, submission.timestamp(options.assignment.zone))
     document["extra_data"]["memory_limit"] = memory_limit  # None: no student code was run
     document["extra_data"]["missing_notebooks"] = missing
+    # Functions that called torch autograd while the by-hand rule held (course.yml's by_hand): function -> how.
+    # Their tests already failed with the rule's message; this is for the instructor (the class summary lists them).
+    document["extra_data"]["by_hand_rule_broken"] = rule_breaks
 
     write_atomic(out_dir / "output.txt", f"[autograder] Isolation: {options.isolation}. Memory limit: "
                  f"{memory_limit or 'none applied (no student code was run)'}.\n" + (output or "(no output)\n"))

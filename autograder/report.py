@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from autograder.files import write_atomic
-from autograder.results import function_scores, student_dir
+from autograder.results import RESULTS_FILE, function_scores, student_dir
 
 if TYPE_CHECKING:
     from autograder.grade import GradeOptions
@@ -125,6 +125,20 @@ def write_grades_csv(out: Path, tally: ClassTally) -> Path:
     return path
 
 
+def by_hand_rule_broken(out: Path, students: list[str]) -> dict[str, list[str]]:
+    """student -> the functions that called torch autograd under the by-hand rule (from their results.json)."""
+    flagged = {}
+    for student in students:
+        try:
+            document = json.loads((student_dir(out, student) / RESULTS_FILE).read_text(encoding="utf-8"))
+            broken = document["extra_data"].get("by_hand_rule_broken") or {}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            continue
+        if broken:
+            flagged[student] = sorted(broken)
+    return flagged
+
+
 def write_summary(out: Path, tally: ClassTally, options: GradeOptions, seconds: float,
                   canary: str = "not run", not_graded: int = 0, timing: dict | None = None) -> dict:
     scores = [score for score, _, _ in tally.students.values()]
@@ -142,6 +156,7 @@ def write_summary(out: Path, tally: ClassTally, options: GradeOptions, seconds: 
         "timing": timing or {},  # start-up and grading overhead of this run (grade.py: run_timing)
         "grader_errors": sorted(s for s in tally.students
                                 if (student_dir(out, s) / "grader_errors.txt").exists()),
+        "by_hand_rule_broken": by_hand_rule_broken(out, sorted(tally.students)),
         "functions": function_table(tally, dict(options.assignment.points)),
         "lateness": lateness(tally, options.assignment),
         "written": written_status(options.gradebook, options.course, options.assignment.id, options.solutions_dir,

@@ -15,6 +15,8 @@ A spec entry's `expect` may hold:
     csv_student: text          the case's cell in the student column of grades.csv (e.g. an escaped formula)
     max_seconds: <number>      grading it took at most this long (results.json's execution_time)
     max_kb: <number>           its results.json and feedback.html are each at most this many KB
+    flagged: [functions]       exactly these are flagged for breaking the by-hand rule (course.yml's by_hand: torch
+                               autograd called inside them); without `flagged`, no function may be flagged
     requires: bubblewrap       only checked where bubblewrap is available
 A spec entry may also set `timeout: <seconds>`, the wall-clock limit of the whole submission for that case (graded
 in a batch of its own), so that an attack on the time limits is proved in seconds rather than minutes.
@@ -105,6 +107,9 @@ def check_expectation(expect: dict, document: dict, assignment: Assignment, grad
         if abs(scores.get(function, 0.0) - assignment.points[function]) > 1e-6:
             messages = [t["output"] for t in document["tests"] if t["tags"][0] == function and t["status"] != "passed"]
             problems.append(f"{function} lost points: {'; '.join(messages)[:300]}")
+    flagged = sorted((document.get("extra_data") or {}).get("by_hand_rule_broken") or {})
+    if flagged != sorted(expect.get("flagged", [])):
+        problems.append(f"flagged for the by-hand rule: {flagged or 'none'}, expected {expect.get('flagged') or 'none'}")
     if "max_seconds" in expect and document["execution_time"] > float(expect["max_seconds"]):
         problems.append(f"grading took {document['execution_time']:g} s, over {expect['max_seconds']} s")
     failed_messages = " ".join(t["output"] for t in document["tests"] if t["status"] != "passed")

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from autograder.sandbox import Handle, MissingFunction, StudentError, StudentException
+from autograder.sandbox import Handle, MissingFunction, RuleBroken, StudentError, StudentException
 
 
 class GradingFailure(AssertionError):
@@ -74,6 +74,8 @@ def call(function, *args, case=None, **kwargs):
         return function(*args, **kwargs)
     except MissingFunction:
         raise GradingFailure(f"{function.name} is not defined in your submission") from None
+    except RuleBroken as exc:
+        raise GradingFailure(str(exc)) from None
     except StudentException as exc:
         raise GradingFailure(f"{function.name} raised {exc.type_name}{_where(case)}: "
                              f"{shorten_numbers(exc.message)}") from None

@@ -33,11 +33,11 @@ Sandbox in a thread that outlives it (the main thread, or a pool thread), not in
 from autograder.sandbox.bwrap import isolation_level
 from autograder.sandbox.codec import Handle
 from autograder.sandbox.core import Sandbox, start_early
-from autograder.sandbox.errors import (InvalidResult, MissingFunction, StudentCrashed, StudentError,
+from autograder.sandbox.errors import (InvalidResult, MissingFunction, RuleBroken, StudentCrashed, StudentError,
                                        StudentException, StudentTimeout)
 from autograder.sandbox.limits import LoadUnit, SandboxLimits
 from autograder.sandbox.zygote import warm_available
 
 __all__ = ["Sandbox", "LoadUnit", "Handle", "SandboxLimits", "StudentError", "StudentException",
-           "StudentTimeout", "StudentCrashed", "MissingFunction", "InvalidResult", "isolation_level",
+           "StudentTimeout", "StudentCrashed", "MissingFunction", "InvalidResult", "RuleBroken", "isolation_level",
            "warm_available", "start_early"]

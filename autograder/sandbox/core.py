@@ -26,7 +26,7 @@ from autograder.sandbox.bwrap import _bwrap_command, _bwrap_setup, isolation_lev
 from autograder.sandbox.cgroups import StudentGroup
 from autograder.sandbox.channel import _Died, _MalformedReply, _Output, _TimedOut
 from autograder.sandbox.codec import _cap_text, _Decoder, _encode_arg, _seconds
-from autograder.sandbox.errors import (InvalidResult, MissingFunction, StudentCrashed, StudentError,
+from autograder.sandbox.errors import (InvalidResult, MissingFunction, RuleBroken, StudentCrashed, StudentError,
                                        StudentException, StudentTimeout)
 from autograder.sandbox.limits import LoadUnit, SandboxLimits
 from autograder.sandbox.policy import (DEFAULT_PRELOAD, MARKER_VAR, MAX_HEADER, MAX_TYPE_NAME, NOBODY, PYTHON,
@@ -89,17 +89,20 @@ class Sandbox:
 
     def __init__(self, workdir: Path, units: list[LoadUnit], limits: SandboxLimits | None = None,
                  env: dict[str, str] | None = None, preload: tuple[str, ...] = DEFAULT_PRELOAD,
-                 warm: bool | None = None, deadline: float = float("inf")):
+                 warm: bool | None = None, deadline: float = float("inf"), by_hand: tuple[str, ...] = ()):
         """`preload`: libraries a zygote imports once for all students (with `warm`, the default where
         warm_available(): student processes are forked from it instead of started from scratch). `deadline`
         (time.monotonic()): loading the units, and loading them again after a crash, stops there; the units
-        not loaded by then are reported."""
+        not loaded by then are reported. `by_hand`: functions that may not use torch autograd while they run
+        (student/guard.py): wherever the student's code calls them, and in every call_by_hand."""
         self.workdir = Path(workdir).resolve()
         self.units = list(units)
         self.limits = limits or SandboxLimits()
         self.extra_env = dict(env or {})
         self.isolation = isolation_level()
         self.preload = tuple(preload)
+        self.by_hand = tuple(by_hand)
+        self.rule_breaks: dict[str, str] = {}  # function -> how it called autograd (its first call that did)
         self.warm = warm_available(self.isolation) if warm is None else (warm and warm_available(self.isolation))
         self.student_seconds = 0.0  # wall time spent waiting for student code (loading units and calls)
         self.restarts = 0
@@ -179,6 +182,12 @@ class Sandbox:
 
     def call(self, name: str, *args: Any, **kwargs: Any) -> Any:
         """Calls the student's function `name`; plain results come back as data, the rest as Handles."""
+        return self.call_by_hand(None, name, *args, **kwargs)
+
+    def call_by_hand(self, function: str | None, name: str, *args: Any, **kwargs: Any) -> Any:
+        """As call(), with the by-hand rule for `function` (None: no rule) in force while `name` runs: `name` is
+        `function` or a helper calling it. A call that used autograd raises RuleBroken, even if the student's
+        code caught the guard's error, and is remembered in rule_breaks."""
         with self._lock:
             if not self._open:
                 raise RuntimeError("the Sandbox is not open (use it in a with statement)")
@@ -190,6 +199,8 @@ class Sandbox:
                        "args": [_encode_arg(a, buffers, self._identity, child.generation) for a in args],
                        "kwargs": [[k, _encode_arg(v, buffers, self._identity, child.generation)]
                                   for k, v in kwargs.items()]}
+            if function is not None:
+                request["by_hand"] = function
             what = f"{name}()"
             # Failures are raised as fresh exceptions carrying a message only, never with the exception that
             # found them as their context: its frames hold what the student sent (up to reply_bytes), and a
@@ -222,15 +233,19 @@ class Sandbox:
                 del reply, payload
                 self._discard_child()  # a child that writes malformed replies is not trusted again
                 raise failure
-            error = self._failure(what, reply)
+            error = self._failure(what, reply, function)
             if isinstance(error, InvalidResult) and status != "toolarge":
                 self._discard_child()
             raise error
 
     # ---- internals ----
-    def _failure(self, what: str, reply: dict) -> StudentError:
+    def _failure(self, what: str, reply: dict, function: str | None = None) -> StudentError:
         """The exception for a reply that is not a value."""
         status = reply.get("status")
+        if status == "forbidden" and function is not None:  # the function is ours; how it broke the rule is theirs
+            entry = _cap_text(reply.get("entry"), 100) or "?"
+            self.rule_breaks.setdefault(function, entry)
+            return RuleBroken(function, entry)
         if status == "raised":
             return StudentException(_cap_text(reply.get("type"), MAX_TYPE_NAME) or "?",
                                     _cap_text(reply.get("message")), _cap_text(reply.get("traceback")))
@@ -280,7 +295,7 @@ class Sandbox:
                                        seccomp=_bwrap_setup()[1])
         self._config = {"prefix": sys.prefix, "exec_prefix": sys.exec_prefix, "path": policy._child_path(),
                         "reply_limit": self.limits.reply_bytes, "preload": list(self.preload),
-                        "memory_bytes": self.policy.memory_bytes,
+                        "memory_bytes": self.policy.memory_bytes, "by_hand": list(self.by_hand),
                         "copy_from": SANDBOX_SUBMITTED if self.isolation == "bubblewrap" else None}
         self._env = {**dict(self.policy.environment), "HOME": home, "TMPDIR": tmp, MARKER_VAR: self._marker}
 
@@ -308,6 +323,7 @@ class Sandbox:
             request = {"rlimits": rules.resource_limits(), "memory_bytes": rules.memory_bytes,
                        "uid": rules.uid if rules.setuid else None, "cwd": self._workdir_inside, "env": self._env,
                        "reply_limit": self.limits.reply_bytes, "namespaces": bubblewrap,
+                       "by_hand": list(self.by_hand),
                        "tmp_bytes": rules.tmpfs_size(rules.workdir) if bubblewrap else 0,
                        "under_tmp": [d for d in rules.read_only if d.startswith("/tmp/")]}
             return WarmProcess(zygote, request, self.limits, self.isolation, self._generation, self._output,

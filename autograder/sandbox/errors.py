@@ -30,3 +30,13 @@ class MissingFunction(StudentError):
 
 class InvalidResult(StudentError):
     """The child sent back something malformed or too large; never a value."""
+
+
+class RuleBroken(StudentError):
+    """A function under the by-hand rule (course.yml's by_hand) called torch autograd; `entry` says how."""
+
+    def __init__(self, function: str, entry: str):
+        super().__init__(f"{function} must compute the gradient by hand: torch autograd was called ({entry}), "
+                         "which this assignment does not allow inside it")
+        self.function = function
+        self.entry = entry

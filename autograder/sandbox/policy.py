@@ -40,7 +40,8 @@ MAX_HEADER = wire.MAX_HEADER  # a reply's JSON header (arrays travel as raw buff
 TRUNCATED = "\n[... output truncated ...]\n"
 START_TIMEOUT = 30.0  # the child must say hello within this (python start-up, before any student code)
 # The student side, put read-only into every sandbox (standard library only): name -> source.
-STUDENT_FILES = {name: (Path(wire.__file__).parent / name).read_bytes() for name in ("wire.py", "worker.py", "keeper.py")}
+STUDENT_FILES = {name: (Path(wire.__file__).parent / name).read_bytes()
+                 for name in ("wire.py", "worker.py", "keeper.py", "guard.py")}
 # This interpreter by an absolute, normalised path: started as ../venv/bin/python, sys.executable keeps the "..",
 # which does not exist inside bubblewrap.
 PYTHON = os.path.abspath(sys.executable)

@@ -26,6 +26,7 @@ import marshal
 import os
 import sys
 
+import guard
 from worker import Worker, _limit_memory, _preload, _setup_paths
 
 _PR_SET_PDEATHSIG, _PR_SET_DUMPABLE, _PR_CAPBSET_DROP = 1, 4, 24
@@ -194,7 +195,7 @@ def _run_student(req, fds, libc):
     os.environ.update(req["env"])
     sys.path[0] = req["cwd"]
     sys.argv[1:] = ["3", "4"]  # as a worker started from scratch: the request and reply fds
-    Worker(3, 4, req["reply_limit"]).serve()  # sys.stdout and sys.stderr write to fds 1 and 2: now the student's
+    Worker(3, 4, req["reply_limit"], req.get("by_hand", ())).serve()  # sys.stdout and sys.stderr write to fds 1 and 2: now the student's
 
 
 def _init(req, fds, libc, report_fd):
@@ -292,6 +293,7 @@ def zygote(control_fd, config):
 
     _setup_paths(config)
     _preload(config["preload"])
+    guard.install_when_imported()  # before any student process is forked: every one inherits it
     import resource  # noqa: F401  (used after fork: import it before)
 
     libc = _libc()
