@@ -149,7 +149,9 @@ def grade_one(student: str, folder: str, options: GradeOptions, alone: bool = Fa
             rule_breaks = dict(sandbox.rule_breaks)
             timed_out = sandbox.timeouts > 0 or time.monotonic() >= context.deadline
         finally:
-            _close(sandbox, scratch)
+            # Without bubblewrap the student's processes could still reach OUT: every one of them is gone before
+            # anything of this student is written (a cgroup that cannot be emptied fails the student here).
+            _close(sandbox, scratch, background=options.isolation == "bubblewrap")
         grader_errors = context.collection_errors + [f"{r.name}:\n{r.grader_error}" for r in context.results
                                                      if r.grader_error]
         tests = [{"name": r.name, "score": round(r.score, 6), "max_score": round(r.max_score, 6),
@@ -228,7 +230,7 @@ _closer = None
 _closing = None
 
 
-def _close(sandbox, scratch: str) -> None:
+def _close(sandbox, scratch: str, background: bool = True) -> None:
     def close() -> None:
         try:
             if sandbox is not None:
@@ -243,7 +245,7 @@ def _close(sandbox, scratch: str) -> None:
             print(f"autograder: closing a sandbox failed:\n{traceback.format_exc()}", file=sys.stderr)
 
     global _closer, _closing
-    if not _close_in_background:
+    if not (_close_in_background and background):
         return close()
     if _closer is None:
         import concurrent.futures

@@ -121,6 +121,43 @@ class StudentGroup:
         except (OSError, ValueError):
             return None
 
+    def kill_all(self, timeout: float = 5.0) -> None:
+        """Kills every process in the group, whatever it did to leave its session or parent, and waits until the
+        group is empty; RuntimeError if it cannot be emptied. v2: cgroup.kill (Linux 5.14+). Otherwise (v1, older
+        v2): pids.max = 0 first, so that no process of the group can fork any more (what freezing it is for), then
+        SIGKILL every pid in cgroup.procs until none is left."""
+        import signal
+
+        procs = self.dirs[0] / "cgroup.procs"
+        kill_file = self.dirs[0] / "cgroup.kill"
+        if self.version == "v2" and kill_file.exists():
+            try:
+                kill_file.write_text("1")
+            except OSError:
+                pass
+        pids_dir = self.dirs[0] if self.version == "v2" else self.dirs[V1_CONTROLLERS.index("pids")]
+        try:
+            (pids_dir / "pids.max").write_text("0")
+        except OSError:
+            pass
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                pids = [int(p) for p in procs.read_text().split()]
+            except (OSError, ValueError):
+                return  # the group is gone
+            if not pids:
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{len(pids)} process(es) of the student are still in its cgroup {self.dirs[0]} "
+                                   "after SIGKILL")
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+            time.sleep(0.005)
+
     def close(self) -> None:
         """Removes the group (its processes are gone by now; a straggler is given a moment)."""
         for d in self.dirs:

@@ -32,7 +32,7 @@ from autograder.sandbox.limits import LoadUnit, SandboxLimits
 from autograder.sandbox.policy import (DEFAULT_PRELOAD, MARKER_VAR, MAX_HEADER, MAX_TYPE_NAME, NOBODY, PYTHON,
                                        SANDBOX_SUBMITTED, SANDBOX_WORKDIR, SANDBOX_WORKER, START_TIMEOUT,
                                        STUDENT_FILES, isolation_policy)
-from autograder.sandbox.launch import install_student_files
+from autograder.sandbox.launch import install_student_files, unprivileged_can_run_python
 from autograder.sandbox.process import ColdProcess, StudentProcess, WarmProcess
 from autograder.sandbox.zygote import _lease_zygote, _return_zygote, _Zygote, warm_available
 
@@ -70,7 +70,12 @@ class _Resources:
         if self.child is not None:
             self.child.kill()
             self.child = None
-        if self.group is not None:  # empty now: every process of the student is gone
+        trouble = None
+        if self.group is not None:  # everything still in it is the student's, whatever it did: kill it all
+            try:
+                self.group.kill_all()
+            except RuntimeError as exc:
+                trouble = exc
             self.group.close()
             self.group = None
         if self.moved is not None:  # every student process is gone: give the folder back
@@ -82,6 +87,8 @@ class _Resources:
         if self.private_dir is not None:
             remove_tree(self.private_dir)
             self.private_dir = None
+        if trouble is not None:  # after the rest is released: the caller fails this student with a grader error
+            raise trouble
 
 
 class Sandbox:
@@ -286,6 +293,18 @@ class Sandbox:
             worker = install_student_files(private)
             (private / "home").mkdir()
             (private / "tmp").mkdir()
+            if os.geteuid() == 0:  # the student runs as nobody (policy.setuid): its files go where nobody can reach
+                problem = unprivileged_can_run_python(NOBODY)
+                if problem is not None:
+                    raise RuntimeError(
+                        f"process isolation as root runs students as nobody, who cannot enter {problem} to run this "
+                        "Python; grading them as root would let them rewrite the results. Use a Python installed "
+                        "outside /root (e.g. /usr/bin/python3.11 for the virtualenv: PYTHON=/usr/bin/python3.11 bash "
+                        "scripts/setup.sh), or install bubblewrap.")
+                os.chmod(private, 0o755)  # python lists the folder of worker.py to import its neighbours
+                self._move_workdir_to(private / "work")
+                for folder in (self.workdir, private / "home", private / "tmp"):
+                    _chown_tree(folder, NOBODY, NOBODY)
             self._process_argv = [PYTHON, "-I", "-S", str(worker)]
             self._cwd = str(self.workdir)
             home, tmp = str(private / "home"), str(private / "tmp")
@@ -302,7 +321,10 @@ class Sandbox:
     def _move_workdir_into(self, zygote: _Zygote) -> None:
         """A zygote shows its scratch folder at SANDBOX_HOME: the work folder goes there while the sandbox is open
         (and back in close())."""
-        inside = zygote.scratch / "work"
+        self._move_workdir_to(zygote.scratch / "work")
+
+    def _move_workdir_to(self, inside: Path) -> None:
+        """The work folder moves to `inside` while the sandbox is open, and back in close()."""
         shutil.rmtree(inside, ignore_errors=True)  # a leftover of a sandbox that did not close cleanly
         _move_tree(self.workdir, inside)
         original = self._resources.moved[0] if self._resources.moved is not None else self.workdir
@@ -331,7 +353,7 @@ class Sandbox:
         if self.isolation != "bubblewrap":
             return ColdProcess(self._process_argv, (), self._config, self._env, self._cwd, self.limits, self.isolation,
                           self._marker, self._generation, self._output, self._resources.group,
-                          self.policy.resource_limits())
+                          self.policy.resource_limits(), self.policy.uid if self.policy.setuid else None)
         argv, fds = _bwrap_command(self.policy, self.workdir, STUDENT_FILES)
         try:
             return ColdProcess(argv + [PYTHON, "-I", "-S", SANDBOX_WORKER], fds, self._config, self._env,

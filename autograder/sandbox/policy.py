@@ -76,7 +76,8 @@ class IsolationPolicy:
     and the isolation level; applied by bwrap.py (the command line), launch.py (before exec), the keeper in
     worker.py (each warm student's namespaces, tmpfs and identity) and cgroups.py.
 
-    At the "process" level (no bubblewrap) only the rlimits, memory limits, environment and cgroup apply."""
+    At the "process" level (no bubblewrap) the rlimits, memory limits, environment and cgroup apply, and as root the
+    drop to `uid`; the grading process is the subreaper of the student's processes (reaper.py)."""
     level: str  # "bubblewrap" or "process"
     user_namespace: bool  # the grader is not root: bubblewrap maps its uid to `uid` in a user namespace of its own
     uid: int  # the student's uid inside (nobody)
@@ -115,7 +116,7 @@ def isolation_policy(limits: SandboxLimits, level: str, environment: dict[str, s
         level=level,
         user_namespace=level == "bubblewrap" and not as_root,
         uid=NOBODY,
-        setuid=level == "bubblewrap" and as_root,
+        setuid=as_root,  # at the process level too: a student running as root could rewrite the results
         # As root, every namespace but the user one: a user namespace made by root maps only uid 0, so the student
         # could not become nobody, and RLIMIT_NPROC would not apply.
         namespaces=(("ipc", "pid", "net", "uts", "cgroup") if as_root else ("user", "ipc", "pid", "net", "uts", "cgroup"))

@@ -15,6 +15,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 
+from autograder.sandbox import reaper
 from autograder.sandbox.student import wire
 from autograder.sandbox.cgroups import StudentGroup
 from autograder.sandbox.channel import _Died, _MalformedReply, _Output, _OutputPipe, _TimedOut
@@ -186,8 +187,12 @@ class ColdProcess(StudentProcess):
 
     def __init__(self, argv: list[str], extra_fds: tuple[int, ...], config: dict, env: dict[str, str], cwd: str,
                  limits: SandboxLimits, level: str, marker: str, generation: int, output: _Output,
-                 group: StudentGroup | None = None, rlimits: list[tuple[int, int]] = ()):
+                 group: StudentGroup | None = None, rlimits: list[tuple[int, int]] = (), uid: int | None = None):
+        """`uid`: at the process level as root, the unprivileged user the student runs as (bubblewrap's command
+        line does its own drop)."""
         super().__init__(limits, level, marker, generation, output, group)
+        if level == "process":
+            reaper.become_subreaper()  # what the student leaves behind comes back here, to be killed
         req_r, self.req_w = os.pipe()
         self.rep_r, rep_w = os.pipe()
         out_r, out_w = os.pipe()
@@ -197,7 +202,8 @@ class ColdProcess(StudentProcess):
                 stdin=subprocess.DEVNULL, stdout=out_w, stderr=out_w, pass_fds=(req_r, rep_w, *extra_fds),
                 close_fds=True,
                 cwd=cwd, env=env, start_new_session=True,
-                preexec_fn=_preexec(rlimits, tuple(group.procs) if group is not None else ()))
+                preexec_fn=_preexec(rlimits, tuple(group.procs) if group is not None else (), uid))
+            reaper.trusted(self.proc.pid)
         except BaseException:
             for fd in (self.req_w, self.rep_r, out_r):
                 os.close(fd)
@@ -249,8 +255,12 @@ class ColdProcess(StudentProcess):
                 self.dead = "killed by the grader"
             self._reap(timeout=5.0)
         # Setsid'd daemons and double forks left the process group: find them by their marker. In bubblewrap
-        # the pid namespace is already dying; this waits until it is really empty.
+        # the pid namespace is already dying; this waits until it is really empty. Without it, a daemon that
+        # re-executed with a clean environment has no marker, but it came back to us (reaper.py): kill it too.
         _kill_marked(self.marker)
+        if self.level == "process":
+            reaper.untrusted(self.proc.pid)
+            reaper.kill_orphans(self.limits.cpu_seconds)
         for fd in (self.req_w, self.rep_r, self.liveness):
             if fd >= 0:
                 os.close(fd)
@@ -332,6 +342,8 @@ class WarmProcess(StudentProcess):
         if self.keeper >= 0:  # and it exits right after: wait for that too, so that nothing is left at all
             select.select([self.keeper], [], [], 5.0)
             os.close(self.keeper)
+        if self.level == "process":  # a keeper killed by its student (same uid) leaves orphans: they come here
+            reaper.kill_orphans(self.limits.cpu_seconds)
         for fd in (self.req_w, self.rep_r, self.status_r):
             os.close(fd)
         self.req_w = self.rep_r = self.status_r = self.liveness = self.kill_w = self.keeper = -1

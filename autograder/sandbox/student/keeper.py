@@ -182,7 +182,7 @@ def _run_student(req, fds, libc):
     for res, value in req["rlimits"]:
         resource.setrlimit(res, (value, value))  # soft = hard: student code cannot raise them
     _limit_memory(req["memory_bytes"])
-    if req["namespaces"]:
+    if req["namespaces"] or req["uid"] is not None:  # the process level as root: become nobody all the same
         _drop_privileges(libc, req["uid"])
     os.chdir(req["cwd"])
     if req.get("copy_from"):
