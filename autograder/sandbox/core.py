@@ -234,7 +234,8 @@ class Sandbox:
             status = reply.get("status")
             if status == "ok" and "value" in reply:
                 try:
-                    return _Decoder(reply, payload, self._identity, child.generation).value(reply["value"])
+                    return _Decoder(reply, payload, self._identity, child.generation,
+                                    self.limits.reply_bytes).value(reply["value"])
                 except InvalidResult as exc:
                     failure = InvalidResult(str(exc))
                 del reply, payload
