@@ -155,10 +155,10 @@ def grade_submission(root: Path, assignment_id: str | None) -> dict:
     isolation = isolation_level()
     print(f"gradescope_run: assignment {assignment.id}, student {student} ({source}), isolation: {isolation}",
           flush=True)
+    note = isolation_note(isolation)
     if isolation != "bubblewrap":
-        print("gradescope_run: warning: bubblewrap does not work here: student code runs as a separate process with "
-              "resource limits only, with this user's rights (set AUTOGRADER_ISOLATION=bubblewrap in run_autograder "
-              "to refuse that)", flush=True)
+        print(f"gradescope_run: warning: {note} (set AUTOGRADER_ISOLATION=bubblewrap in run_autograder to refuse "
+              "grading without it)", flush=True)
     with tempfile.TemporaryDirectory(prefix="vg-gradescope-") as scratch:
         folder = submission_folder(root / "submission", assignment.id)
         if folder is None:
@@ -171,12 +171,26 @@ def grade_submission(root: Path, assignment_id: str | None) -> dict:
         options = GradeOptions(assignment, out, assignment.limits.timeout_seconds, isolation, course=course)
         check_canaries(course, options, Path(scratch) / "canary", kit)
         grade_one(student, str(folder), options)
-        text = (out / student / RESULTS_FILE).read_text(encoding="utf-8")
-        document = json.loads(text)
+        document = json.loads((out / student / RESULTS_FILE).read_text(encoding="utf-8"))
+        document["extra_data"]["isolation_note"] = note  # for the instructor: what protected this grading
+        text = json.dumps(document, indent=2, allow_nan=False)
         _print_file("grader errors (instructor only)", out / student / "grader_errors.txt")
         _print_file("student output", out / student / "output.txt")
         write_atomic(root / "results" / "results.json", text)
     return document
+
+
+def isolation_note(isolation: str) -> str:
+    """What protects the grading here, in a sentence for the instructor (printed, and in results.json)."""
+    if isolation == "bubblewrap":
+        return "bubblewrap: the student's code sees no file of the grader, no network, and runs as nobody"
+    from autograder.sandbox.bwrap import _bwrap_problem
+
+    who = ("as nobody, who cannot write the results or signal the grader" if os.geteuid() == 0
+           else "with the grader's own user's rights")
+    return (f"process isolation (bubblewrap: {_bwrap_problem() or 'turned off by AUTOGRADER_ISOLATION'}): student code "
+            f"runs in separate processes {who}, under resource limits, with no filesystem or network isolation; "
+            "every process it starts is killed before the result is written")
 
 
 def check_canaries(course, options, scratch: Path, kit: Path) -> None:

@@ -20,17 +20,29 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
 fi
 
+# Without bubblewrap, a grader running as root runs students as nobody, who must be able to run the virtualenv's
+# Python: as root, prefer a Python 3.11 that nobody can run (root's own may live under /root, mode 0700).
+nobody_runs() { [ "$(id -u)" != 0 ] || ! command -v setpriv >/dev/null 2>&1 \
+  || setpriv --reuid=65534 --regid=65534 --clear-groups /bin/sh -c 'exec "$0" -c ""' "$1" >/dev/null 2>&1; }
 PYTHON="${PYTHON:-}"
 if [ -z "$PYTHON" ]; then
-  for candidate in python3.11 python3; do
-    if command -v "$candidate" >/dev/null 2>&1 && "$candidate" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then
-      PYTHON="$candidate"; break
+  fallback=""
+  for candidate in python3.11 python3 /usr/bin/python3.11 /usr/local/bin/python3.11; do
+    if command -v "$candidate" >/dev/null 2>&1 && "$candidate" -c 'import sys, venv, ensurepip; sys.exit(sys.version_info[:2] != (3, 11))' 2>/dev/null; then
+      path=$(command -v "$candidate")
+      if nobody_runs "$path"; then PYTHON="$path"; break; fi
+      fallback="${fallback:-$path}"
     fi
   done
+  PYTHON="${PYTHON:-$fallback}"
 fi
 [ -n "$PYTHON" ] || { echo "setup: Python 3.11 is required (set PYTHON=/path/to/python3.11)" >&2; exit 1; }
 
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+if ! nobody_runs "$(readlink -f .venv/bin/python)"; then
+  echo "setup: note: nobody cannot run .venv's Python ($(readlink -f .venv/bin/python)): without bubblewrap, grading as" \
+       "root will refuse to run students (install a Python 3.11 outside /root and remove .venv)" >&2
+fi
 log=$(mktemp)
 
 # torch: the CPU-only build by default (about 200 MB; the default build from the package index is the CUDA one,

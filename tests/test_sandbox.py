@@ -597,6 +597,57 @@ def test_forked_daemon_dies_with_the_sandbox(open_sandbox, marker, level):
         assert not _alive(daemon_pid)
 
 
+def _processes_with(word: str) -> list[int]:
+    """Live processes whose command line holds `word` (a daemon with a clean environment carries no marker)."""
+    found = []
+    for name in os.listdir("/proc"):
+        if name.isdigit() and int(name) != os.getpid():
+            try:
+                with open(f"/proc/{name}/cmdline", "rb") as f:
+                    if word.encode() in f.read() and _alive(int(name)):
+                        found.append(int(name))
+            except OSError:
+                pass
+    return found
+
+
+def test_reexecuted_daemon_with_a_clean_environment_cannot_rewrite_results(open_sandbox, level, tmp_path):
+    """The attack on grades without bubblewrap: a double fork, setsid, and a re-exec of python with an empty
+    environment (no sandbox marker), which then rewrites a results file every 50 ms for up to 20 s. It must be
+    gone when the sandbox closes (the grading process is its subreaper; at the process level as root the student
+    is nobody and cannot write the grader's files at all), and the file must stay as the grader wrote it."""
+    out = tmp_path / "OUT"
+    out.mkdir()
+    results = out / "results.json"
+    results.write_text('{"score": 0}')
+    word = "daemon-" + secrets.token_hex(6)
+    daemon = (f"import time\nend = time.time() + 20\nwhile time.time() < end:\n"
+              f"    try:\n        open({str(results)!r}, 'w').write('forged')\n    except OSError:\n        pass\n"
+              f"    time.sleep(0.05)\n")
+    sb = open_sandbox(f"""
+        import os, sys, time
+        def start():
+            if os.fork() == 0:
+                os.setsid()
+                if os.fork() == 0:
+                    os.execve(sys.executable, [sys.executable, "-c", {daemon!r}, {word!r}], {{}})
+                os._exit(0)
+            os.wait()
+            time.sleep(0.3)
+            return 1
+    """)
+    assert sb.call("start") == 1
+    if level == "process":  # in bubblewrap the daemon lives in the sandbox's pid namespace
+        assert _processes_with(word), "the daemon did not start: the test proves nothing"
+    sb.close()
+    assert _processes_with(word) == []
+    written = results.read_text()
+    time.sleep(0.3)
+    assert results.read_text() == written  # nothing of the student is left to write it
+    if AS_ROOT or level == "bubblewrap":  # as a normal user without bubblewrap the student has the grader's rights
+        assert written == '{"score": 0}'
+
+
 def fork_bomb(children: int) -> str:
     """A cell defining bomb(): forks up to `children` sleepers (each gone after 20 s anyway); returns how many."""
     return textwrap.dedent(f"""
