@@ -118,3 +118,29 @@ def test_a_part1_mistake_is_not_blamed_on_the_later_parts(tmp_path):
             in result.stdout), result.stdout
     assert "PASS  check_effective_horizon" in result.stdout  # a check that does not use Part 1 still passes
     assert "6_exploding_vs_vanishing.ipynb: no public checks in this notebook" in result.stdout
+
+
+def test_the_self_check_applies_the_by_hand_rule(tmp_path):
+    """A solution notebook whose rnn_backward is torch autograd: its public check fails with the rule's message, as
+    grading would fail it, while the forward's check (autograd-free) still passes."""
+    import shutil
+
+    folder = tmp_path / "student"
+    folder.mkdir()
+    notebook = folder / "1_bptt.ipynb"
+    shutil.copy(REPO_ROOT / "solutions" / "vanishing_gradients" / "1_bptt.ipynb", notebook)
+    nb = json.loads(notebook.read_text())
+    autograd = ("def rnn_backward(dh, cache):\n"
+                "    import torch\n"
+                "    w = torch.ones(2, dtype=torch.float64, requires_grad=True)\n"
+                "    (w * 2).sum().backward()\n"
+                "    return None\n")
+    index = next(i for i, c in enumerate(nb["cells"]) if "".join(c["source"]).startswith("def rnn_backward("))
+    nb["cells"].insert(index + 1, {"cell_type": "code", "execution_count": None, "metadata": {}, "outputs": [],
+                                   "source": autograd})
+    notebook.write_text(json.dumps(nb))
+    result = run_check(notebook)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "PASS  check_rnn_step" in result.stdout
+    assert ("FAIL  check_rnn_backward: AutogradForbidden: rnn_backward must compute the gradient by hand: torch "
+            "autograd was called (Tensor.backward)") in result.stdout, result.stdout
