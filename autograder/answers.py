@@ -4,9 +4,9 @@ PDF in a separate "Homework/PDF" assignment, as otter-grader does with the PDF i
 
 The student's notebooks are read as data (JSON; nothing in them is run). Which cells are answers comes from the
 instructor's solution notebooks (markdown solution cells with points) and the question shown is the release's
-text, so a student cannot change what is asked. The markdown is rendered by nbconvert with its HTML sanitizer on,
-so a student's markup cannot add scripts or active content to the page Chromium prints (Chromium's printing needs
-JavaScript on: with it off, no PDF is written).
+text, so a student cannot change what is asked. The markdown is rendered by nbconvert and sanitized by the kit (an
+allowlist), under a Content-Security-Policy, so a student's markup cannot add scripts or active content to the page
+Chromium prints (Chromium's printing needs JavaScript on: with it off, no PDF is written).
 """
 
 from __future__ import annotations
@@ -78,11 +78,24 @@ def _student_answers(path: Path) -> dict[str, str]:
 
 
 def render_html(nb) -> str:
+    """The page: each markdown cell rendered and sanitized by the kit (`html_safety.inert_markdown`: an allowlist,
+    so headings, lists and tables stay, scripts, handlers, frames and script URLs do not; nbconvert's own
+    `sanitize_html` would show the markdown's <p> and <h1> tags as text), under a Content-Security-Policy that
+    lets no script run and nothing be fetched (nbconvert's page loads MathJax and require.js from a CDN)."""
+    import copy
+
     from nbconvert import HTMLExporter
 
-    exporter = HTMLExporter(sanitize_html=True, exclude_input_prompt=True, exclude_output_prompt=True)
+    from autograder.html_safety import inert_markdown, with_csp
+
+    nb = copy.deepcopy(nb)
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            cell.source = inert_markdown(cell.source, cell.get("attachments"))
+            cell.pop("attachments", None)
+    exporter = HTMLExporter(exclude_input_prompt=True, exclude_output_prompt=True)
     html, _ = exporter.from_notebook_node(nb)
-    return html
+    return with_csp(html)
 
 
 def find_chromium() -> str | None:

@@ -7,8 +7,10 @@ from pathlib import Path
 
 import jinja2
 
+from autograder.html_safety import csp_meta
+
 # Records decoding errors and broken images on the page's body, for the headless-browser test (tests/test_pages.py).
-PAGE_CHECK_SCRIPT = """<script>
+PAGE_CHECK_JS = """
 /* Self-check of the page (no network, nothing sent anywhere): records decoding errors and broken images on the
    body, so a headless browser test can read them from the DOM. */
 window.addEventListener("error", function (e) { document.body.dataset.error = String(e.message || "a resource failed"); }, true);
@@ -23,11 +25,14 @@ window.addEventListener("load", function () {
     return [box.width, img.naturalWidth, img.parentElement.getBoundingClientRect().width, box.left,
             box.top + window.scrollY].map(Math.round).join("/"); }).join(" ");
 });
-</script>
 """
+PAGE_CHECK_SCRIPT = f"<script>{PAGE_CHECK_JS}</script>\n"
+# Defence in depth under the templates' escaping: the self-check is the only script that may run.
+PAGE_CSP = csp_meta(PAGE_CHECK_JS)
 
 TEMPLATE = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined).from_string("""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
+""" + PAGE_CSP + """
 <title>Feedback: {{ doc.extra_data.student }}, {{ doc.extra_data.assignment }}</title>
 <style>
 body { font: 15px/1.45 system-ui, sans-serif; max-width: 60rem; margin: 2rem auto; padding: 0 1rem; color: #222; }
@@ -73,7 +78,9 @@ def write_feedback(path: Path, document: dict, figures: list[dict] | None = None
 
 
 SUMMARY_TEMPLATE = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined).from_string("""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>Class summary: {{ summary.assignment }}</title>
+<html lang="en"><head><meta charset="utf-8">
+""" + PAGE_CSP + """
+<title>Class summary: {{ summary.assignment }}</title>
 <style>
 body { font: 15px/1.45 system-ui, sans-serif; max-width: 64rem; margin: 2rem auto; padding: 0 1rem; color: #222; }
 table { border-collapse: collapse; width: 100%; } th, td { border-bottom: 1px solid #ddd; padding: .3rem .5rem;

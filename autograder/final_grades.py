@@ -20,6 +20,7 @@ from pathlib import Path
 
 from autograder.course import Assignment
 from autograder.files import write_atomic
+from autograder.html_safety import csp_meta
 from autograder.results import RESULTS_FILE, student_dir
 
 
@@ -158,6 +159,7 @@ def _fmt(value: float) -> str:
 
 REPORT = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
+""" + csp_meta() + """
 <title>{{ a.id }}: {{ g.student }}</title>
 <style>
 body { font: 15px/1.45 system-ui, sans-serif; max-width: 60rem; margin: 2rem auto; padding: 0 1rem; color: #222; }

@@ -16,14 +16,16 @@ edited notebook, changed points): the expected cells are computed in-process wit
 
 Then each student's submission gets what `nbgrader autograde` would leave: per graded function, `auto_score` = the
 sum of that function's test scores in their results document and `needs_manual_grade = False`; the timestamp; the
-late penalty; the notebooks in `autograded/`. Written answers are left to formgrader: a new submission's written
-grades need manual grading; on a regrade, manual scores and comments are kept.
+late penalty; the notebooks in `autograded/` (outputs cleared and markdown made inert: `formgrader_copy`). Written
+answers are left to formgrader: a new submission's written grades need manual grading; on a regrade, manual scores
+and comments are kept.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -62,9 +64,12 @@ def record_grades(gradebook_url: str, course: Course, assignment_id: str, docume
                          for function in _marked_functions(nb)}
     scores = {str(student): function_scores(str(student), document, assignment)
               for student, document in documents.items()}
+    warned: list[str] = [f"student id {student!r} has characters that formgrader writes into its pages unescaped "
+                         "(< > \" ' & ` or a control character); not recorded in the gradebook: rename the folder"
+                         for student in sorted(scores) if not formgrader_safe_id(student)]
+    scores = {student: found for student, found in scores.items() if formgrader_safe_id(student)}
     folders = {str(student): Path(folder) for student, folder in (folders or {}).items()}
     timestamps = {student: submission_timestamp(documents[student], folders.get(student)) for student in scores}
-    warned: list[str] = []
 
     alembic_on_path()
     from nbgrader.api import Gradebook, MissingEntry  # slow import (~4 s): only when writing a gradebook
@@ -119,8 +124,20 @@ def record_grades(gradebook_url: str, course: Course, assignment_id: str, docume
             gb.db.rollback()
             raise
     if course_dir is not None and folders:
-        stage_for_formgrader(course_dir, assignment_id, {s: folders[s] for s in scores if s in folders})
+        warned += stage_for_formgrader(course_dir, assignment_id, {s: folders[s] for s in scores if s in folders})
+        unsafe = formgrader_config_warning(course_dir)
+        if unsafe:
+            warned.append(unsafe)
     return warned
+
+
+UNSAFE_IN_HTML = re.compile(r"[<>\"'&`\x00-\x1f\x7f]")
+
+
+def formgrader_safe_id(student: str) -> bool:
+    """Whether formgrader can show the student id: its templates write it into the page unescaped (a folder name
+    from a flat download can carry text the student chose)."""
+    return UNSAFE_IN_HTML.search(student) is None
 
 
 def late_kept(document: dict) -> float:
@@ -153,11 +170,15 @@ def submission_timestamp(document: dict, folder: Path | None):
     return None
 
 
-def stage_for_formgrader(course_root: Path, assignment_id: str, folders: dict[str, Path]) -> None:
-    """Copy each student's notebooks (student id -> their submission folder, flat or nbgrader's collect layout)
+def stage_for_formgrader(course_root: Path, assignment_id: str, folders: dict[str, Path]) -> list[str]:
+    """Write each student's notebooks (student id -> their submission folder, flat or nbgrader's collect layout)
     to `<course_root>/autograded/<student>/<assignment>/`, where formgrader looks for them: it lists a submission
-    and renders its grading page only when that notebook exists on disk. The timestamp.txt goes with them, as
-    `nbgrader autograde` copies it."""
+    and renders its grading page only when that notebook exists on disk. Each is `formgrader_copy` of the
+    student's notebook (nothing in it runs in the TA's browser). The timestamp.txt goes with them, as
+    `nbgrader autograde` copies it. Returns a warning per notebook that could not be read (not staged)."""
+    import nbformat
+
+    warned = []
     for student, folder in folders.items():
         folder = Path(folder)
         if (folder / assignment_id).is_dir():
@@ -168,11 +189,72 @@ def stage_for_formgrader(course_root: Path, assignment_id: str, folders: dict[st
         dest.mkdir(parents=True)
         for path in sorted(folder.glob("*.ipynb")):
             if path.is_file() and not path.is_symlink():
-                shutil.copyfile(path, dest / path.name)
+                try:
+                    staged = formgrader_copy(read_notebook(path))
+                except Exception as exc:  # corrupt, or not nbformat 4: formgrader shows the notebook as missing
+                    warned.append(f"{student}: {path.name} is not a readable notebook, not staged for formgrader "
+                                  f"({type(exc).__name__})")
+                    continue
+                nbformat.write(staged, str(dest / path.name))
         for stamp in (folder / "timestamp.txt", folder.parent / "timestamp.txt"):
             if stamp.is_file() and not stamp.is_symlink():
                 shutil.copyfile(stamp, dest / "timestamp.txt")
                 break
+    return warned
+
+
+GRADE_ID = re.compile(r"[A-Za-z0-9_-]+")  # nbgrader's own rule for cell names
+NOTEBOOK_METADATA_KEPT = ("kernelspec", "language_info")
+
+
+def formgrader_copy(nb):
+    """The notebook as formgrader should render it, on the Jupyter server's origin where a student's script would
+    act as the TA: outputs cleared and execution counts None (as `nbgrader autograde` leaves them); markdown cells
+    replaced by their sanitized rendering (`html_safety.inert_markdown`: formgrader's template renders markdown
+    unsanitized); nbgrader metadata whose cell name is not a plain name dropped (formgrader writes the name into
+    the page unescaped); notebook metadata other than the kernel's dropped (a widget state would load and render
+    HTML). Cell ids and every cell's nbgrader metadata otherwise stay, as formgrader matches grades by them."""
+    import copy
+
+    from nbconvert.preprocessors import ClearOutputPreprocessor
+
+    from autograder.html_safety import inert_markdown
+
+    nb = copy.deepcopy(nb)
+    nb, _ = ClearOutputPreprocessor().preprocess(nb, {})
+    nb.metadata = {key: nb.metadata[key] for key in NOTEBOOK_METADATA_KEPT if key in nb.metadata}
+    for cell in nb.cells:
+        meta = cell.get("metadata", {}).get("nbgrader")
+        if meta is not None and not (isinstance(meta, dict) and isinstance(meta.get("grade_id"), str)
+                                     and GRADE_ID.fullmatch(meta["grade_id"])):
+            del cell.metadata["nbgrader"]
+        if cell.cell_type == "markdown":
+            cell.source = inert_markdown(cell.source, cell.get("attachments"))
+            cell.pop("attachments", None)  # embedded in the rendering
+    return nb
+
+
+# The line of the course's nbgrader_config.py that sanitizes the HTML formgrader renders (cell outputs and raw
+# cells; the kit's staged notebooks have no outputs, and their markdown is made inert by the kit itself).
+FORMGRADER_CONFIG_LINE = "c.HTMLExporter.sanitize_html = True"
+
+
+def formgrader_config_warning(course_root: Path) -> str | None:
+    """A warning when the course's nbgrader_config.py (what formgrader loads) does not set
+    HTMLExporter.sanitize_html = True; None when it does."""
+    from traitlets.config.loader import ConfigFileNotFound, PyFileConfigLoader
+
+    path = Path(course_root) / "nbgrader_config.py"
+    advice = f"add `{FORMGRADER_CONFIG_LINE}` to {path}, so formgrader sanitizes the HTML it renders"
+    try:
+        config = PyFileConfigLoader(path.name, path=str(path.parent)).load_config()
+    except ConfigFileNotFound:
+        return f"no {path}: {advice}"
+    except Exception as exc:  # the TA's file; nbgrader will report it too
+        return f"{path} could not be read ({type(exc).__name__}: {exc}); {advice}"
+    if config.get("HTMLExporter", {}).get("sanitize_html") is not True:
+        return advice
+    return None
 
 
 def function_scores(student: str, document: dict, assignment: Assignment) -> dict[str, float]:
