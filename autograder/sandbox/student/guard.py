@@ -45,24 +45,27 @@ def _guarded(original, entry):
     return guarded
 
 
-class _GuardedEngine:
-    """Stands in for torch's autograd engine (Variable._execution_engine): every backward pass goes through it."""
+def _guarded_engine(engine):
+    """Stands in for torch's autograd engine (Variable._execution_engine): every backward pass goes through it. The
+    real engine stays in this closure: as an attribute, `Variable._execution_engine._engine` would hand it out."""
 
-    def __init__(self, engine):
-        object.__setattr__(self, "_engine", engine)
+    class GuardedEngine:
+        __slots__ = ()
 
-    def run_backward(self, *args, **kwargs):
-        if _state["active"] is not None:
-            _refuse("the autograd engine")
-        return self._engine.run_backward(*args, **kwargs)
+        def run_backward(self, *args, **kwargs):
+            if _state["active"] is not None:
+                _refuse("the autograd engine")
+            return engine.run_backward(*args, **kwargs)
 
-    def queue_callback(self, *args, **kwargs):
-        if _state["active"] is not None:
-            _refuse("the autograd engine")
-        return self._engine.queue_callback(*args, **kwargs)
+        def queue_callback(self, *args, **kwargs):
+            if _state["active"] is not None:
+                _refuse("the autograd engine")
+            return engine.queue_callback(*args, **kwargs)
 
-    def __getattr__(self, name):
-        return getattr(self._engine, name)
+        def __getattr__(self, name):
+            return getattr(engine, name)
+
+    return GuardedEngine()
 
 
 # (module, attribute, name in messages): the public ways into autograd. Each is also replaced wherever torch
@@ -127,7 +130,7 @@ def install():
 
     variable = importlib.import_module("torch.autograd.variable").Variable
     engine = variable.__dict__["_execution_engine"]
-    guarded_engine = _GuardedEngine(engine)
+    guarded_engine = _guarded_engine(engine)
     variable._execution_engine = guarded_engine
     # A new engine object made from the class would be unguarded: the class's names give the guarded one.
     factory = lambda *a, **k: guarded_engine  # noqa: E731
