@@ -648,6 +648,39 @@ def test_reexecuted_daemon_with_a_clean_environment_cannot_rewrite_results(open_
         assert written == '{"score": 0}'
 
 
+@pytest.mark.skipif(not AS_ROOT, reason="as a normal user without bubblewrap students have the grader's uid")
+def test_students_graded_at_once_cannot_reach_each_other(open_sandbox, level):
+    """Two students at the same time: neither reads the other's files nor signals the other's process (under
+    bubblewrap: namespaces of their own; at the process level as root: a uid each, uids.py)."""
+    a = open_sandbox("""
+        import os
+        open("answers.py", "w").write("SECRET = 42")
+        def where():
+            return os.getcwd(), os.getpid(), os.getuid()
+    """)
+    b = open_sandbox("""
+        import os, signal
+        def reach(folder, pid):
+            found = []
+            for attempt in (lambda: open(os.path.join(folder, "answers.py")).read(), lambda: os.listdir(folder),
+                            lambda: os.kill(pid, signal.SIGSTOP), lambda: open(f"/proc/{pid}/mem", "rb").read(1)):
+                try:
+                    attempt()
+                    found.append("reached")
+                except OSError as exc:
+                    found.append(type(exc).__name__)
+            return found, os.getuid()
+    """)
+    folder, pid, uid_a = a.call("where")
+    if level == "bubblewrap":  # a's pid is from a's own pid namespace (in b's, that number is b itself): try a's
+        folder, pid = str(a.workdir), 999_999  # folder on the host, which b cannot see
+    found, uid_b = b.call("reach", folder, pid)
+    assert "reached" not in found, found
+    if level == "process":
+        assert uid_a != uid_b and 65534 not in (uid_a, uid_b)
+    assert a.call("where")[0] is not None  # a is alive and was not stopped
+
+
 def fork_bomb(children: int) -> str:
     """A cell defining bomb(): forks up to `children` sleepers (each gone after 20 s anyway); returns how many."""
     return textwrap.dedent(f"""

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from autograder.files import remove_tree
-from autograder.sandbox import cgroups, policy
+from autograder.sandbox import cgroups, policy, uids
 from autograder.sandbox import zygote as zygotes
 from autograder.sandbox.bwrap import _bwrap_command, _bwrap_setup, isolation_level
 from autograder.sandbox.cgroups import StudentGroup
@@ -65,6 +65,7 @@ class _Resources:
         self.zygote: _Zygote | None = None  # leased for this sandbox's life
         self.moved: tuple[Path, Path] | None = None  # (the caller's work folder, where it is meanwhile)
         self.group: StudentGroup | None = None  # the student's cgroup, for all its processes
+        self.uid: uids.UidLease | None = None  # at the process level as root: the student's own uid
 
     def close(self) -> None:
         if self.child is not None:
@@ -87,6 +88,9 @@ class _Resources:
         if self.private_dir is not None:
             remove_tree(self.private_dir)
             self.private_dir = None
+        if self.uid is not None:  # every process of it is gone: what it left in /tmp goes, then the uid is free
+            self.uid.release()
+            self.uid = None
         if trouble is not None:  # after the rest is released: the caller fails this student with a grader error
             raise trouble
 
@@ -283,6 +287,7 @@ class Sandbox:
                 self._move_workdir_into(self._resources.zygote)
             if os.geteuid() == 0:
                 _chown_tree(self.workdir, NOBODY, NOBODY)  # the student runs as nobody and writes here
+                os.chmod(self.workdir, 0o700)  # on the host, no other user reads it
             self._cwd = "/"  # bwrap --chdir takes the student to SANDBOX_WORKDIR
             home = tmp = "/tmp"  # a private tmpfs
             self._workdir_inside = SANDBOX_WORKDIR
@@ -294,8 +299,8 @@ class Sandbox:
             worker = install_student_files(private)
             (private / "home").mkdir()
             (private / "tmp").mkdir()
-            if os.geteuid() == 0:  # the student runs as nobody (policy.setuid): its files go where nobody can reach
-                problem = unprivileged_can_run_python(NOBODY)
+            if os.geteuid() == 0:  # the student runs as a uid of its own (policy.setuid, uids.py), its files with it
+                problem = unprivileged_can_run_python(NOBODY)  # as for any user who is not root
                 if problem is not None:
                     raise RuntimeError(
                         f"process isolation as root runs students as nobody, who cannot enter {problem} to run this "
@@ -304,15 +309,19 @@ class Sandbox:
                         "scripts/setup.sh), or install bubblewrap.")
                 os.chmod(private, 0o755)  # python lists the folder of worker.py to import its neighbours
                 self._move_workdir_to(private / "work")
+                self._resources.uid = uids.lease()
+                student = self._resources.uid.uid
                 for folder in (self.workdir, private / "home", private / "tmp"):
-                    _chown_tree(folder, NOBODY, NOBODY)
+                    _chown_tree(folder, student, student)
+                    os.chmod(folder, 0o700)  # no other user (another student) reads them
             self._process_argv = [PYTHON, "-I", "-S", str(worker)]
             self._cwd = str(self.workdir)
             home, tmp = str(private / "home"), str(private / "tmp")
             self._workdir_inside = str(self.workdir)
         # python -S: the worker takes the import path from here (see worker._setup_paths).
         self.policy = isolation_policy(self.limits, self.isolation, {**base_env, **self.extra_env},
-                                       seccomp=_bwrap_setup()[1])
+                                       seccomp=_bwrap_setup()[1],
+                                       uid=self._resources.uid.uid if self._resources.uid is not None else NOBODY)
         self._config = {"prefix": sys.prefix, "exec_prefix": sys.exec_prefix, "path": policy._child_path(),
                         "reply_limit": self.limits.reply_bytes, "preload": list(self.preload),
                         "memory_bytes": self.policy.memory_bytes, "by_hand": list(self.by_hand),

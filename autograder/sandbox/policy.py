@@ -107,15 +107,16 @@ class IsolationPolicy:
 
 
 def isolation_policy(limits: SandboxLimits, level: str, environment: dict[str, str],
-                     seccomp: bool = False) -> IsolationPolicy:
-    """The policy for one student's sandbox."""
+                     seccomp: bool = False, uid: int = NOBODY) -> IsolationPolicy:
+    """The policy for one student's sandbox. `uid`: nobody, or at the process level as root one of its own
+    (uids.py: students graded at the same time must not share one without namespaces between them)."""
     from autograder.sandbox.cgroups import HEADROOM
 
     as_root = os.geteuid() == 0
     return IsolationPolicy(
         level=level,
         user_namespace=level == "bubblewrap" and not as_root,
-        uid=NOBODY,
+        uid=uid,
         setuid=as_root,  # at the process level too: a student running as root could rewrite the results
         # As root, every namespace but the user one: a user namespace made by root maps only uid 0, so the student
         # could not become nobody, and RLIMIT_NPROC would not apply.

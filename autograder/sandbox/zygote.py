@@ -61,7 +61,7 @@ class _Zygote:
         fds: tuple[int, ...] = ()
         try:
             if level == "bubblewrap":
-                os.chmod(self.scratch, 0o755)  # nobody must reach the work folder inside
+                os.chmod(self.scratch, 0o711)  # nobody must reach the work folder inside, no one list it
                 rules = isolation_policy(SandboxLimits(), level, self.base_env, seccomp=_bwrap_setup()[1])
                 argv, fds = _bwrap_command(rules, self.scratch, STUDENT_FILES, zygote=True)
                 argv += [PYTHON, "-I", "-S", SANDBOX_WORKER]
