@@ -44,8 +44,9 @@ def graded(function: str, description: str, error_handling: bool = False, points
 
     A function's points (course.yml) are shared equally by its tests, except that a test may be given a fixed
     number of `points` (the others share the rest); used to keep every share exact to the 6 decimals of results.json.
-    error_handling=True marks a test of invalid inputs (the right exception raised): it counts only when the same
-    function also passes all its other (valid-input) tests, so a stub that only raises earns nothing."""
+    error_handling=True marks a test of invalid inputs (the right exception raised), or of an edge case a stub
+    passes (an empty list): it counts only when the same function also passes all its other (valid-input) tests, so
+    a stub that only raises earns nothing."""
     return getattr(pytest.mark, GRADED_MARK)(function=function, description=description,
                                              error_handling=error_handling, points=points)
 
@@ -392,8 +393,9 @@ class GradingPlugin:
             failing = [r for r in valid if r.status != "passed"]
             if failing:
                 result.status, result.score = "failed", 0.0
-                result.output = (f"not counted: {result.function} raises the right exception here, but error handling "
-                                 f"earns points only when {result.function} also passes its valid-input tests, and "
+                result.output = (f"not counted: {result.function} passes this test, but error handling and edge cases a "
+                                 f"stub passes earn points only when {result.function} also passes its valid-input "
+                                 "tests, and "
                                  f"{len(failing)} of {len(valid)} fail (first: '{failing[0].name}')")
 
     @pytest.hookimpl(tryfirst=True)

@@ -169,8 +169,8 @@ def test_error_handling_counts_only_beside_passing_valid_input_tests(toy_graders
                                                         [0.5, "passed", ""]]
     for student, failing in (("stub", 2), ("half", 1)):
         assert graded[student]["results"]["f: raises ValueError"] == [0.0, "failed", (
-            "not counted: f raises the right exception here, but error handling earns points only when f also "
-            f"passes its valid-input tests, and {failing} of 2 fail (first: 'f: valid input one')")]
+            "not counted: f passes this test, but error handling and edge cases a stub passes earn points only "
+            f"when f also passes its valid-input tests, and {failing} of 2 fail (first: 'f: valid input one')")]
     no_errors = graded["no errors"]["results"]
     assert no_errors["f: raises ValueError"] == [0.0, "failed", "f: should raise ValueError"]
     assert sum(score for score, _, _ in no_errors.values()) == 1.5
