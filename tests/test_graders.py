@@ -125,7 +125,8 @@ def test_every_share_of_the_real_graders_is_exact_and_adds_up():
     for function, total in per_function.items():
         assert math.isclose(total, points[function], abs_tol=1e-9), function
     assert {n.split("::")[1].split("[")[0] for n in collected["error_handling"]} == {
-        "test_value_errors", "test_torch_value_error", "test_clip_error_if_nonfinite", "test_agreement_value_errors",
+        "test_value_errors", "test_torch_value_error", "test_clip_error_if_nonfinite", "test_clip_empty",
+        "test_agreement_value_errors",
         "test_one_hot_errors"}
     with_unmodified_test = {f for _, name, f, _ in collected["templates"] if "unchanged" in name}
     assert with_unmodified_test == set(points)
