@@ -28,7 +28,7 @@ MAX_CODE_FILES = 50             # notebooks and .py files loaded from one submis
 MAX_UNITS = 2000                # code cells and .py files loaded in all (the course's notebooks have ~150 cells)
 MAX_NOTEBOOK_FILE_BYTES = 100 * 2**20  # a notebook file, outputs included (nbgrader's default max_file_size)
 MAX_COPY_BYTES = 64 * 2**20       # the private copy of a student's folder holds at most this much
-MAX_COPY_ENTRIES = 5000         # files and folders in it (a flood of empty files costs inodes and time, not bytes)
+MAX_COPY_ENTRIES = 2000         # files and folders in it (a flood of empty files costs inodes and time, not bytes)
 MAX_COPY_DEPTH = 64             # folders nested in it
 # A regular file with more than one name (st_nlink > 1, a hard link) is never read: its other names may be outside
 # the student's folder (a solutions notebook, a classmate's file, /etc/shadow where fs.protected_hardlinks is off),

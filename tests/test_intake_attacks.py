@@ -177,3 +177,58 @@ def test_staging_keeps_a_hard_link_a_link(tmp_path, how):
     (sub,) = find_submissions(tmp_path / "staged", ASSIGNMENT.id)
     read_submission(sub)
     assert sub.files == ["3_clipping.ipynb"] and "1_bptt.ipynb: a hard link" in "\n".join(sub.problems)
+
+
+# ---- the Gradescope entry point ----
+
+def test_gradescope_takes_no_link_as_the_submission_folder(tmp_path):
+    """Gradescope unzips the upload into /autograder/submission (a name holding `..` cannot be a folder entry, so
+    there is no zip-slip for the kit to meet; it extracts nothing itself): links it may hold are never followed."""
+    from autograder.gradescope_run import submission_folder
+
+    solutions_link = tmp_path / "linked" / "submission"
+    solutions_link.parent.mkdir()
+    solutions_link.symlink_to(SOLUTIONS)
+    assert submission_folder(solutions_link, ASSIGNMENT.id) is None
+    nbgrader_link = tmp_path / "nbgrader" / "submission"
+    nbgrader_link.mkdir(parents=True)
+    (nbgrader_link / ASSIGNMENT.id).symlink_to(SOLUTIONS)
+    assert submission_folder(nbgrader_link, ASSIGNMENT.id) == nbgrader_link  # which holds no file of code
+    zipped_link = tmp_path / "zipped" / "submission"
+    zipped_link.mkdir(parents=True)
+    (zipped_link / "homework").symlink_to(SOLUTIONS)
+    assert submission_folder(zipped_link, ASSIGNMENT.id) == zipped_link
+    absolute = tmp_path / "absolute" / "submission"
+    absolute.mkdir(parents=True)
+    (absolute / "1_bptt.ipynb").symlink_to(SOLUTIONS / "1_bptt.ipynb")
+    (absolute / "..1_bptt.ipynb").write_text("x = 1\n")  # dots in a name are only a name
+    for folder in (nbgrader_link, zipped_link, absolute):
+        sub = read_submission(Submission("s", submission_folder(folder, ASSIGNMENT.id)))
+        assert not any("def " in unit.source for unit in sub.units), folder
+        private_copy(sub, tmp_path / f"work-{folder.parent.name}")
+        copied = (tmp_path / f"work-{folder.parent.name}").rglob("*")
+        assert not [p for p in copied if p.is_symlink() or "def rnn_" in p.read_text()], folder
+
+
+@pytest.mark.slow
+def test_gradescope_grades_an_upload_of_100000_files(tmp_path):
+    """100,000 empty files beside the solutions notebooks: before, the sandbox's copy of them did not finish and
+    Gradescope got an internal error, score 0 (114.6 s); now the first MAX_COPY_ENTRIES are copied, the score is
+    full and the note says what was left out."""
+    import subprocess
+    import sys
+
+    submission = tmp_path / "submission"
+    (submission / "junk").mkdir(parents=True)
+    for notebook in ASSIGNMENT.notebooks:
+        shutil.copy(SOLUTIONS / notebook, submission)
+    for i in range(100_000):
+        (submission / "junk" / f"f{i}").touch()
+    (tmp_path / "submission_metadata.json").write_text('{"users": [{"email": "flood@example.edu"}]}')
+    run = subprocess.run([sys.executable, "-m", "autograder.gradescope_run"], capture_output=True, text=True,
+                         timeout=900, env={**os.environ, "AUTOGRADER_ROOT": str(tmp_path),
+                                           "PYTHONPATH": str(REPO_ROOT)})
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    document = json.loads((tmp_path / "results" / "results.json").read_text())
+    assert document["score"] == ASSIGNMENT.max_score
+    assert f"more than {MAX_COPY_ENTRIES} files and folders: only the first {MAX_COPY_ENTRIES}" in document["output"]
