@@ -12,8 +12,8 @@ import collections
 import functools
 import hashlib
 import json
-import re
 import os
+import re
 import shutil
 import stat
 from datetime import timezone
