@@ -324,6 +324,8 @@ def submission_digest(folder: Path, entry: Path | None = None) -> str:
             content = b"link " + os.readlink(path).encode(errors="surrogateescape")
         elif not stat_module.S_ISREG(info.st_mode):
             continue
+        elif info.st_nlink > 1:  # never read (submission.HARD_LINK_NOTE); as a remote grader receives it
+            content = b"hard link"
         elif info.st_size > DIGEST_FILE_BYTES:
             content = f"large {info.st_size} {info.st_mtime_ns}".encode()
         else:

@@ -232,3 +232,21 @@ def test_gradescope_grades_an_upload_of_100000_files(tmp_path):
     document = json.loads((tmp_path / "results" / "results.json").read_text())
     assert document["score"] == ASSIGNMENT.max_score
     assert f"more than {MAX_COPY_ENTRIES} files and folders: only the first {MAX_COPY_ENTRIES}" in document["output"]
+
+
+def test_a_hard_link_sent_to_a_remote_grader_stays_a_link_without_its_content(tmp_path):
+    """Dask grading sends the student's folder as data: a hard link was sent as the file it names, which the
+    remote grader then loaded as the student's own."""
+    from autograder.executors import pack_folder, unpack_folder
+    from autograder.grade import submission_digest
+
+    student = tmp_path / "mallory"
+    student.mkdir()
+    hard_link(SOLUTIONS / "1_bptt.ipynb", student / "1_bptt.ipynb", tmp_path / "outside")
+    shutil.copy(REPO_ROOT / "assignments" / ASSIGNMENT.id / "3_clipping.ipynb", student)
+    entries = pack_folder(student)
+    assert ("1_bptt.ipynb", "hardlink", b"") in entries
+    unpack_folder(entries, tmp_path / "remote" / "mallory")
+    sub = read_submission(Submission("mallory", tmp_path / "remote" / "mallory"))
+    assert sub.files == ["3_clipping.ipynb"] and "1_bptt.ipynb: a hard link" in "\n".join(sub.problems)
+    assert submission_digest(tmp_path / "remote" / "mallory") == submission_digest(student)  # --resume agrees
