@@ -187,6 +187,8 @@ def build_class(spec_path: Path, dest: Path, course: Course, assignment_id: str 
                 substitutions: dict[str, str] | None = None, root: Path = REPO_ROOT) -> list[str]:
     spec = load_spec(spec_path)
     dest.mkdir(parents=True, exist_ok=True)
+    if substitutions is None:  # the attack corpus's links name the kit's files as @REPO@ (hard links need them)
+        substitutions = {"@REPO@": str(root)}
     for name, student in spec["students"].items():
         build_student(name, student or {}, course, assignment_id, dest, root=root, substitutions=substitutions)
     return list(spec["students"])
