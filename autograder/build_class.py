@@ -22,6 +22,12 @@ solutions/: each student starts from the solutions or the release and applies a 
             megabytes: 30
         symlinks:                  # symbolic links (the attack corpus uses them)
           stolen.ipynb: "@REPO@/solutions/vanishing_gradients/1_bptt.ipynb"
+        hardlinks:                 # hard links: names of files outside the folder (copies of these, see _hard_link)
+          1_bptt.ipynb: "@REPO@/solutions/vanishing_gradients/1_bptt.ipynb"
+        empty_entries:             # a flood of empty files and folders (inodes), in a folder of the submission
+          under: junk
+          files: 20000
+          folders: 1000
 
 An edit's `replace` text must occur exactly once in the notebook's answer cells (so a changed solution breaks the spec loudly
 rather than silently producing a correct "mistake").
@@ -137,10 +143,37 @@ def build_student(name: str, spec: dict, course: Course, assignment_id: str, des
         else:
             target.write_text(substitute(content), encoding="utf-8")
     for link_name, target in (spec.get("symlinks") or {}).items():  # for the attack corpus: links out of the folder
+        (folder / link_name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / link_name).unlink(missing_ok=True)  # in place of the base's notebook of that name
         (folder / link_name).symlink_to(substitute(target))
+    for link_name, target in (spec.get("hardlinks") or {}).items():
+        _hard_link(Path(substitute(target)), folder / link_name, dest / ".outside" / name)
+    if spec.get("empty_entries"):
+        flood = spec["empty_entries"]
+        under = folder / flood.get("under", "junk")
+        under.mkdir(parents=True, exist_ok=True)
+        for i in range(int(flood.get("folders", 0))):
+            (under / f"d{i}").mkdir()
+        for i in range(int(flood.get("files", 0))):
+            (under / f"f{i}").touch()
     if spec.get("layout") == "nbgrader":
         (folder / "timestamp.txt").write_text(spec.get("timestamp", "2026-12-18 20:15:00.000000 UTC") + "\n")
     return folder
+
+
+def _hard_link(target: Path, link: Path, outside: Path) -> None:
+    """link as a second name of a copy of target placed outside the student's folder (`outside`, hidden in the class
+    folder): to the grader the same as a hard link to target itself (a file with a name elsewhere and target's
+    content), but the kit's solutions and the system's files never gain a name (a name left behind would make the
+    reference a hard link), and it works across file systems and under fs.protected_hardlinks."""
+    import os
+
+    link.parent.mkdir(parents=True, exist_ok=True)
+    link.unlink(missing_ok=True)  # in place of the base's notebook of that name
+    outside.mkdir(parents=True, exist_ok=True)
+    copy = outside / f"{len(list(outside.iterdir()))}-{target.name}"
+    shutil.copyfile(target, copy)
+    os.link(copy, link)
 
 
 def load_spec(path: Path) -> dict:
@@ -154,6 +187,8 @@ def build_class(spec_path: Path, dest: Path, course: Course, assignment_id: str 
                 substitutions: dict[str, str] | None = None, root: Path = REPO_ROOT) -> list[str]:
     spec = load_spec(spec_path)
     dest.mkdir(parents=True, exist_ok=True)
+    if substitutions is None:  # the attack corpus's links name the kit's files as @REPO@ (hard links need them)
+        substitutions = {"@REPO@": str(root)}
     for name, student in spec["students"].items():
         build_student(name, student or {}, course, assignment_id, dest, root=root, substitutions=substitutions)
     return list(spec["students"])

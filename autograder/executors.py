@@ -224,8 +224,9 @@ def _result(future, student: str, options: GradeOptions) -> dict:
 
 
 def pack_folder(folder: Path) -> list[tuple[str, str, bytes]]:
-    """A student's folder as data, to send to another machine: (relative path, "dir"/"file"/"link", content);
-    symbolic links stay links (never followed), so a remote grader sees what a local one sees."""
+    """A student's folder as data, to send to another machine: (relative path, "dir"/"file"/"link"/"hardlink",
+    content); symbolic links stay links (never followed) and a hard link is sent as one without its content (never
+    read: see submission.HARD_LINK_NOTE), so a remote grader sees what a local one sees."""
     entries = []
     for dirpath, dirnames, filenames in os.walk(folder):
         base = Path(dirpath)
@@ -236,6 +237,8 @@ def pack_folder(folder: Path) -> list[tuple[str, str, bytes]]:
                 entries.append((rel, "link", os.readlink(path).encode()))
             elif path.is_dir():
                 entries.append((rel, "dir", b""))
+            elif path.is_file() and path.lstat().st_nlink > 1:
+                entries.append((rel, "hardlink", b""))
             elif path.is_file():
                 entries.append((rel, "file", path.read_bytes()))
     return entries
@@ -257,6 +260,10 @@ def unpack_folder(entries: list[tuple[str, str, bytes]], dest: Path) -> None:
             path.mkdir(exist_ok=True)
         elif kind == "link":
             os.symlink(data.decode(), path)
+        elif kind == "hardlink":  # an empty file with a second name beside `dest`: refused as the original was
+            other = Path(tempfile.mkdtemp(prefix=".hardlinks-", dir=dest.parent)) / "other"
+            other.touch()
+            os.link(other, path)
         else:
             path.write_bytes(data)
 

@@ -72,3 +72,42 @@ def remove_tree(root: str | Path) -> list[str]:
     except OSError as exc:
         problems.append(f"{root}: {exc}")
     return problems
+
+
+def walk_bounded(root: str | Path, max_entries: int, max_depth: int,
+                 skip_folders: tuple[str, ...] = ()) -> tuple[list[tuple[str, os.stat_result]], str]:
+    """The files and folders under `root` a student shaped, as (path relative to root, lstat): a folder's entries
+    in name order, then its subfolders' (depth first); symbolic links are listed, never followed. Bounded work whatever the tree: at
+    most `max_entries` entries, nothing deeper than `max_depth` folders, folders named in `skip_folders` left out.
+    Returns (entries, a note saying what was left out, or "")."""
+    entries: list[tuple[str, os.stat_result]] = []
+    too_deep = 0
+    stack = [("", 0)]  # folders to list: relative path, depth
+    while stack:
+        folder, depth = stack.pop()
+        try:
+            names = sorted(os.listdir(os.path.join(root, folder) if folder else root))
+        except OSError:
+            continue
+        below = []
+        for name in names:
+            relative = os.path.join(folder, name) if folder else name
+            try:
+                info = os.lstat(os.path.join(root, relative))
+            except OSError:
+                continue
+            if stat.S_ISDIR(info.st_mode) and name in skip_folders:
+                continue
+            if len(entries) >= max_entries:
+                return entries, (f"more than {max_entries} files and folders: only the first {max_entries} (in name "
+                                 "order) were taken, the rest left out")
+            entries.append((relative, info))
+            if stat.S_ISDIR(info.st_mode):
+                if depth + 1 < max_depth:
+                    below.append((relative, depth + 1))
+                else:
+                    too_deep += 1
+        stack += reversed(below)  # the first folder's contents next: depth first, in name order
+    note = (f"{too_deep} folder(s) nested more than {max_depth} deep: what they hold was left out" if too_deep
+            else "")
+    return entries, note

@@ -219,13 +219,30 @@ def read_roster(path: Path, key: str) -> dict[str, dict[str, str]]:
     """A CSV (e.g. the LMS's own gradebook export) -> student id (its `key` column) -> row."""
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
-            rows = list(csv.DictReader(f))
+            reader = csv.DictReader(f)
+            rows, lines = [], []
+            columns = len(reader.fieldnames or ())
+            for row in reader:
+                rows.append(row)
+                lines.append(reader.line_num)  # the file's line where this row ends (quoted cells may span lines)
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise FinalGradesError(f"cannot read the roster {path}: {exc}") from None
     if not rows or key not in rows[0]:
         raise FinalGradesError(f"the roster {path} has no column {key!r} (its columns: "
                                f"{', '.join(rows[0]) if rows else 'none'})")
-    return {row[key].strip(): row for row in rows if (row.get(key) or "").strip()}
+    students = {}
+    for line, row in zip(lines, rows):
+        student = (row.get(key) or "").strip()
+        if not student:
+            continue
+        missing = [name for name, value in row.items() if name is not None and value is None]
+        if missing:  # DictReader fills a short row's missing cells with None: its identity cells are unknown
+            raise FinalGradesError(f"the roster {path}, line {line} (student {student}), has "
+                                   f"{columns - len(missing)} cells, but its header has {columns} columns (no "
+                                   f"{', '.join(missing)}): "
+                                   "complete or delete that row")
+        students[student] = row
+    return students
 
 
 def lms_csv(grades: list[FinalGrade], lms: str, column: str,

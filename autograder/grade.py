@@ -182,7 +182,8 @@ def grade_one(student: str, folder: str, options: GradeOptions, alone: bool = Fa
     document["extra_data"]["zygote"] = zygote_source  # "warm parent": started beside the trusted imports
     document["extra_data"]["timed_out"] = timed_out  # a call, a cell or the whole submission hit its time limit
     document["extra_data"]["graded_alone"] = alone
-    document["extra_data"]["submission_sha256"] = submission_digest(Path(folder))  # what --resume compares
+    document["extra_data"]["submission_sha256"] = submission_digest(  # what --resume compares
+        Path(folder), student_entry(Path(folder), student, options.assignment.id))
     write_atomic(out_dir / RESULTS_FILE, json.dumps(document, indent=2, allow_nan=False))
     return document
 
@@ -294,25 +295,63 @@ class GradingInterrupted(Exception):
         self.summary, self.pending = summary, pending
 
 
-def submission_digest(folder: Path) -> str:
-    """A fingerprint of a student's files (names, contents, link targets; nbgrader's timestamp.txt beside them
-    too), recorded in results.json so that --resume can tell a result that is still current from a resubmission."""
+def student_entry(folder: Path, student: str, assignment_id: str) -> Path:
+    """The student's whole folder: SUBMISSIONS/<student>/ around nbgrader's <student>/<assignment>/, else `folder`."""
+    return folder.parent if folder.name == assignment_id and folder.parent.name == student else folder
+
+
+DIGEST_FILE_BYTES = 100 * 2**20  # a file larger than this is fingerprinted by its size and time, not read
+
+
+def submission_digest(folder: Path, entry: Path | None = None) -> str:
+    """A fingerprint of a student's files (names, contents, link targets), recorded in results.json so that --resume
+    can tell a result that is still current from a resubmission. With `entry` (the student's folder around
+    nbgrader's <assignment>/), the files directly in it count too: nbgrader's timestamp.txt, and a results.json a
+    student put there, which therefore can never hold the digest it would have to match. Bounded work: the entries
+    private_copy would take (MAX_COPY_ENTRIES, MAX_COPY_DEPTH)."""
     import hashlib
     import os
+    import stat as stat_module
 
-    digest = hashlib.sha256()
-    paths = [p for p in sorted(folder.rglob("*")) if p.is_file() or p.is_symlink()]
-    stamp = folder.parent / "timestamp.txt"
-    for path in paths + ([stamp] if stamp.is_file() and not stamp.is_symlink() else []):
-        digest.update(str(path.relative_to(folder.parent)).encode() + b"\0")
-        digest.update(os.readlink(path).encode() if path.is_symlink() else path.read_bytes())
-        digest.update(b"\0")
+    from autograder.files import walk_bounded
+    from autograder.submission import MAX_COPY_DEPTH, MAX_COPY_ENTRIES
+
+    entry = entry if entry is not None and entry != folder else None
+    base = folder.parent
+    walked, note = walk_bounded(folder, MAX_COPY_ENTRIES, MAX_COPY_DEPTH)
+    listed = [(folder / relative, info) for relative, info in walked]
+    if entry is not None:
+        beside, _ = walk_bounded(entry, MAX_COPY_ENTRIES, 1)
+        listed += [(entry / relative, info) for relative, info in beside if not stat_module.S_ISDIR(info.st_mode)]
+        base = entry.parent
+    digest = hashlib.sha256(note.encode())
+    for path, info in listed:
+        if stat_module.S_ISLNK(info.st_mode):
+            content = b"link " + os.readlink(path).encode(errors="surrogateescape")
+        elif not stat_module.S_ISREG(info.st_mode):
+            continue
+        elif info.st_nlink > 1:  # never read (submission.HARD_LINK_NOTE); as a remote grader receives it
+            content = b"hard link"
+        elif info.st_size > DIGEST_FILE_BYTES:
+            content = f"large {info.st_size} {info.st_mtime_ns}".encode()
+        else:
+            try:
+                with open(path, "rb", opener=lambda p, flags: os.open(p, flags | os.O_NOFOLLOW | os.O_NONBLOCK)) as f:
+                    content = f.read(DIGEST_FILE_BYTES + 1)
+            except OSError as exc:
+                content = f"unreadable {exc.errno}".encode()
+        digest.update(str(path.relative_to(base)).encode(errors="surrogateescape") + b"\0" + content + b"\0")
     return digest.hexdigest()
 
 
 def current_result(options: GradeOptions, student: str, folder: Path) -> dict | None:
     """The student's results.json in OUT if it is complete and current: graded for this assignment and these
-    points, without a grader error, from exactly the files there now; else None (they are graded again)."""
+    points, without a grader error, from exactly the files there now; else None (they are graded again). A
+    results.json inside the student's own folder (OUT/<student> being that folder) is never one: it is theirs."""
+    entry = student_entry(folder, student, options.assignment.id)
+    results = student_dir(options.out, student) / RESULTS_FILE
+    if results.resolve().is_relative_to(entry.resolve()):
+        return None
     document = already_graded(options.out, student)
     if document is None or (student_dir(options.out, student) / "grader_errors.txt").exists():
         return None
@@ -320,7 +359,7 @@ def current_result(options: GradeOptions, student: str, folder: Path) -> dict | 
     tested = {(t.get("tags") or [""])[0] for t in document.get("tests", [])}
     if (extra.get("assignment") != options.assignment.id or document.get("max_score") != options.assignment.max_score
             or tested != set(options.assignment.points) or extra.get("student") != student
-            or extra.get("submission_sha256") != submission_digest(folder)):
+            or extra.get("submission_sha256") != submission_digest(folder, entry)):
         return None
     return document
 

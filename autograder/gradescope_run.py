@@ -85,7 +85,10 @@ def _has_code(folder: Path) -> bool:
 
 def submission_folder(submission: Path, assignment_id: str) -> Path | None:
     """Where the student's files are: <submission>/<assignment>/ (nbgrader's layout), else <submission> itself,
-    unless it holds no code file and exactly one folder that does (a zipped folder). None if there is no folder."""
+    unless it holds no code file and exactly one folder that does (a zipped folder). None if there is no folder,
+    or only a symbolic link to one: no link is followed, here or when the files are read (grade_one reads the
+    regular files of that folder only, and copies at most submission.MAX_COPY_ENTRIES files and folders, so an
+    upload of 100,000 files is graded in bounded time, with a note)."""
     if not submission.is_dir() or submission.is_symlink():
         return None
     nbgrader_layout = submission / assignment_id

@@ -2,7 +2,7 @@
 (`--student ID`), one student's own folder (`--student ID` on a folder of notebooks), or a flat download from a
 learning management system (`--flat`: files named `<student>_<notebook>`).
 
-The last two are staged: copied (symbolic links kept as links, so the reader still refuses them) into a scratch
+The last two are staged: copied (symbolic and hard links kept as links, so the reader still refuses them) into a scratch
 class folder of the usual layout, which is then graded like any other. Nothing here reads or runs student code."""
 
 from __future__ import annotations
@@ -28,7 +28,21 @@ def _copy(source: Path, dest: Path) -> None:
     if source.is_symlink():
         os.symlink(os.readlink(source), dest)
     else:
-        shutil.copy2(source, dest)
+        _copy_file(source, dest)
+
+
+def _copy_file(source, dest) -> None:
+    """shutil.copy2, except for a hard link (a file with other names, perhaps outside the student's folder, which
+    the reader refuses: see submission.HARD_LINK_NOTE): a copy would make it a plain file of one name, so the
+    staged file is another hard link to it, or where that cannot be (another file system), a symbolic link to it;
+    either way the reader refuses it, and says so."""
+    if os.lstat(source).st_nlink > 1:
+        try:
+            os.link(source, dest)
+        except OSError:
+            os.symlink(os.path.abspath(source), dest)
+        return
+    shutil.copy2(source, dest)
 
 
 def flat_student(name: str, notebooks: list[str]) -> tuple[str, str] | None:
@@ -69,7 +83,7 @@ def stage_flat(folder: Path, notebooks: list[str], dest: Path) -> list[str]:
 
 def stage_one(folder: Path, student: str, dest: Path) -> None:
     """One student's own folder (their notebooks directly, or nbgrader's <assignment>/ inside) as dest/<student>/."""
-    shutil.copytree(folder, dest / student, symlinks=True)
+    shutil.copytree(folder, dest / student, symlinks=True, copy_function=_copy_file)
 
 
 def select(names: list[str], wanted: tuple[str, ...]) -> list[str]:

@@ -44,8 +44,9 @@ def graded(function: str, description: str, error_handling: bool = False, points
 
     A function's points (course.yml) are shared equally by its tests, except that a test may be given a fixed
     number of `points` (the others share the rest); used to keep every share exact to the 6 decimals of results.json.
-    error_handling=True marks a test of invalid inputs (the right exception raised): it counts only when the same
-    function also passes all its other (valid-input) tests, so a stub that only raises earns nothing."""
+    error_handling=True marks a test of invalid inputs (the right exception raised), or of an edge case a stub
+    passes (an empty list): it counts only when the same function also passes all its other (valid-input) tests, so
+    a stub that only raises earns nothing."""
     return getattr(pytest.mark, GRADED_MARK)(function=function, description=description,
                                              error_handling=error_handling, points=points)
 
@@ -152,8 +153,11 @@ class Student:
         return StudentFunction(self, name)
 
 
-# Loaded into the student's namespace after their own code, to report arguments after a call. It runs in the
-# sandbox like everything else there: it can only return data, which the grader validates like any result.
+# Loaded after the student's code, to report arguments after a call. The worker runs it in a namespace of its own
+# (worker.Worker.load_helpers: `student_namespace` is the student's, `deepcopy` and the builtins are as they were
+# before student code ran) and calls its own copy whatever the student bound to these names. It runs in the sandbox
+# like everything else there: it can only return data, which the grader validates like any result. `[*args]`, not
+# list(args): a display looks no name up after the student's function returned.
 ECHO_FUNCTION = "__autograder_call_and_echo__"
 READ_FUNCTION = "__autograder_call_and_read__"
 STAND_IN_FUNCTION = "__autograder_call_with_stand_ins__"
@@ -162,29 +166,28 @@ STAND_INS = ("rnn_forward", "rnn_backward", "rnn_backward_truncated")
 ECHO_MISSING = "not defined:"
 ECHO_SOURCE = f"""
 def {ECHO_FUNCTION}(name, *args):
-    function = globals().get(name)
+    function = student_namespace.get(name)
     if not callable(function):
         raise NameError("{ECHO_MISSING} " + name)
     result = function(*args)
-    return result, list(args)
+    return result, [*args]
 
 
 def {EACH_FUNCTION}(name, calls):
     # One round trip for many calls (a feedback picture's 25 thresholds): the results, in order.
-    function = globals().get(name)
+    function = student_namespace.get(name)
     if not callable(function):
         raise NameError("{ECHO_MISSING} " + name)
     return [function(*args) for args in calls]
 
 
 def {READ_FUNCTION}(name, names, *args):
-    import copy
-    function = globals().get(name)
+    function = student_namespace.get(name)
     if not callable(function):
         raise NameError("{ECHO_MISSING} " + name)
-    before = [copy.deepcopy(globals().get(n)) for n in names]
+    before = [deepcopy(student_namespace.get(n)) for n in names]
     result = function(*args)
-    return result, before, [globals().get(n) for n in names]
+    return result, before, [student_namespace.get(n) for n in names]
 
 
 def {STAND_IN_FUNCTION}(name, tables, *args):
@@ -193,7 +196,7 @@ def {STAND_IN_FUNCTION}(name, tables, *args):
     # given inputs, backward passes of dh = zeros except dh[:, -1] = dout through the cache it returned); any other
     # call raises LookupError. The student's own definitions are put back afterwards.
     import numpy
-    namespace = globals()
+    namespace = student_namespace
     function = namespace.get(name)
     if not callable(function):
         raise NameError("{ECHO_MISSING} " + name)
@@ -236,7 +239,7 @@ def {STAND_IN_FUNCTION}(name, tables, *args):
     saved = {{key: namespace[key] for key in stand_ins if key in namespace}}
     namespace.update(stand_ins)
     try:
-        return function(*args), list(args)
+        return function(*args), [*args]
     finally:
         for key in stand_ins:
             namespace.pop(key, None)
@@ -394,8 +397,9 @@ class GradingPlugin:
             failing = [r for r in valid if r.status != "passed"]
             if failing:
                 result.status, result.score = "failed", 0.0
-                result.output = (f"not counted: {result.function} raises the right exception here, but error handling "
-                                 f"earns points only when {result.function} also passes its valid-input tests, and "
+                result.output = (f"not counted: {result.function} passes this test, but error handling and edge cases a "
+                                 f"stub passes earn points only when {result.function} also passes its valid-input "
+                                 "tests, and "
                                  f"{len(failing)} of {len(valid)} fail (first: '{failing[0].name}')")
 
     @pytest.hookimpl(tryfirst=True)

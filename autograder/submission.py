@@ -12,12 +12,15 @@ import collections
 import functools
 import hashlib
 import json
+import os
 import re
 import shutil
+import stat
 from datetime import timezone
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from autograder.files import walk_bounded
 from autograder.sandbox import LoadUnit
 
 MAX_CODE_FILE_BYTES = 8 * 2**20   # a .py file, or the code cells of a notebook, larger than this is not loaded
@@ -25,6 +28,16 @@ MAX_CODE_FILES = 50             # notebooks and .py files loaded from one submis
 MAX_UNITS = 2000                # code cells and .py files loaded in all (the course's notebooks have ~150 cells)
 MAX_NOTEBOOK_FILE_BYTES = 100 * 2**20  # a notebook file, outputs included (nbgrader's default max_file_size)
 MAX_COPY_BYTES = 64 * 2**20       # the private copy of a student's folder holds at most this much
+MAX_COPY_ENTRIES = 2000         # files and folders in it (a flood of empty files costs inodes and time, not bytes)
+MAX_COPY_DEPTH = 64             # folders nested in it
+# A regular file with more than one name (st_nlink > 1, a hard link) is never read: its other names may be outside
+# the student's folder (a solutions notebook, a classmate's file, /etc/shadow where fs.protected_hardlinks is off),
+# and nothing short of searching the whole file system says where. Its owner does not tell either: the grader often
+# owns the solutions, and a file the student owns may still be a name of someone else's content once copied in by
+# root (an archive). Submissions are collected by copying (nbgrader collect, LMS downloads, Gradescope's unzip),
+# which never makes hard links, so an honest submission has none; the note tells the student to submit a copy.
+HARD_LINK_NOTE = "a hard link (the same file as a name elsewhere, perhaps outside your folder): submit a copy"
+SYMBOLIC_LINK_NOTE = "a symbolic link (never followed): submit the file itself"
 WARNING = "warning: "             # how a note that costs nothing begins in Submission.problems
 
 
@@ -113,11 +126,21 @@ def strip_magics(source: str) -> tuple[str, int]:
 
 def _read_text(path: Path, problems: list[str], limit: int = MAX_CODE_FILE_BYTES) -> str | None:
     name = path.name
-    size = path.stat().st_size
-    if size > limit:
-        problems.append(f"{name}: {size / 2**20:.1f} MB is larger than the {limit // 2**20} MB limit; not loaded")
+    try:  # never through a link put in its place since it was listed
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as exc:
+        problems.append(f"{name}: cannot be read ({exc.strerror}); not loaded")
         return None
-    data = path.read_bytes()
+    with open(fd, "rb") as f:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_nlink > 1:
+            problems.append(f"{name}: not a regular file of its own; not loaded")
+            return None
+        size = info.st_size
+        if size > limit:
+            problems.append(f"{name}: {size / 2**20:.1f} MB is larger than the {limit // 2**20} MB limit; not loaded")
+            return None
+        data = f.read(limit + 1)
     if b"\0" in data:
         problems.append(f"{name}: binary file, not Python or a notebook; not loaded")
         return None
@@ -126,6 +149,12 @@ def _read_text(path: Path, problems: list[str], limit: int = MAX_CODE_FILE_BYTES
     except UnicodeDecodeError as exc:
         problems.append(f"{name}: not UTF-8 text ({exc.reason} at byte {exc.start}); not loaded")
         return None
+
+
+def does_nothing(source: str) -> bool:
+    """Whether a cell is empty, blank or comments only: running it does nothing (a line that starts with # cannot
+    be inside a string, as a string would begin on a line that does not)."""
+    return all(not line.strip() or line.lstrip().startswith("#") for line in source.splitlines())
 
 
 def _notebook_units(path: Path, text: str, problems: list[str]) -> list[LoadUnit]:
@@ -154,6 +183,8 @@ def _notebook_units(path: Path, text: str, problems: list[str]) -> list[LoadUnit
             problems.append(f"{path.name}: cell {index} has no readable source; skipped")
             continue
         code_bytes += len(source.encode("utf-8", "surrogatepass"))
+        if does_nothing(source):  # not loaded, so not counted toward MAX_UNITS: thousands of empty cells cost nothing
+            continue
         source, _ = strip_magics(source)
         units.append(LoadUnit(file=path.name, index=index, source=source, kind="cell"))
     if code_bytes > MAX_CODE_FILE_BYTES:
@@ -279,6 +310,9 @@ def read_submission(submission: Submission, functions=None) -> Submission:
             problems.append(f"{path.name}: a symbolic link; submissions must be regular files, not loaded")
             continue
         if path.is_file():
+            if path.lstat().st_nlink > 1:  # see HARD_LINK_NOTE
+                problems.append(f"{path.name}: {HARD_LINK_NOTE}; not loaded")
+                continue
             code_files.append(path)
     if len(code_files) > MAX_CODE_FILES:
         problems.append(f"{len(code_files)} notebooks and .py files: only the first {MAX_CODE_FILES} (by name) are "
@@ -318,33 +352,54 @@ def _without_outputs(path: Path) -> bytes | None:
 
 
 def private_copy(submission: Submission, dest: Path) -> list[str]:
-    """Copy the student's regular files (no symbolic links, nothing outside the folder) into `dest`, the working
-    directory of their sandbox; returns what was left out. A notebook larger than the code limit is copied without
-    its outputs (saved figures are not code; the later parts' load_earlier_parts cells read only the cells), so
-    figures never crowd code out of the copy."""
-    skipped, budget = [], MAX_COPY_BYTES
+    """Copy the student's regular files (no links, nothing outside the folder) into `dest`, the working directory of
+    their sandbox; returns notes on what was left out. A notebook larger than the code limit is copied without its
+    outputs (saved figures are not code; the later parts' load_earlier_parts cells read only the cells), so figures
+    never crowd code out of the copy. At most MAX_COPY_ENTRIES files and folders, MAX_COPY_DEPTH deep: a flood of
+    empty files costs no more than that (inodes, time)."""
+    budget = MAX_COPY_BYTES
+    left_out: dict[str, list[str]] = {}  # why -> which
     dest.mkdir(parents=True, exist_ok=True)
-    for path in sorted(submission.folder.rglob("*")):
-        relative = path.relative_to(submission.folder)
-        if any(part.startswith(".ipynb_checkpoints") for part in relative.parts):
-            continue
-        if path.is_symlink():
-            skipped.append(f"{relative}: a symbolic link; not copied")
-            continue
-        if path.is_dir():
+    entries, walk_note = walk_bounded(submission.folder, MAX_COPY_ENTRIES, MAX_COPY_DEPTH,
+                                      skip_folders=(".ipynb_checkpoints",))
+    for relative, info in entries:
+        if stat.S_ISLNK(info.st_mode):
+            left_out.setdefault(SYMBOLIC_LINK_NOTE, []).append(relative)
+        elif stat.S_ISDIR(info.st_mode):
             (dest / relative).mkdir(parents=True, exist_ok=True)
-        elif path.is_file():
-            size = path.stat().st_size
+        elif not stat.S_ISREG(info.st_mode):
+            continue  # a pipe, socket or device: nothing to copy
+        elif info.st_nlink > 1:
+            left_out.setdefault(HARD_LINK_NOTE, []).append(relative)
+        else:
+            path = submission.folder / relative
+            size = info.st_size
             stripped = (_without_outputs(path) if path.suffix == ".ipynb" and MAX_CODE_FILE_BYTES < size
                         <= MAX_NOTEBOOK_FILE_BYTES else None)
             if stripped is not None:
                 size = len(stripped)
             if size > budget:
-                skipped.append(f"{relative}: not copied, the submission is larger than {MAX_COPY_BYTES // 2**20} MB")
+                left_out.setdefault(f"the submission is larger than {MAX_COPY_BYTES // 2**20} MB", []).append(relative)
                 continue
             budget -= size
             if stripped is not None:
                 (dest / relative).write_bytes(stripped)
             else:
-                shutil.copyfile(path, dest / relative)
-    return skipped
+                _copy_regular_file(path, dest / relative)
+    notes = [f"{', '.join(names[:5])}{f' and {len(names) - 5} more' if len(names) > 5 else ''}: {why}; not copied"
+             for why, names in left_out.items()]  # a few names each: a flood of links makes one note, not thousands
+    return notes + ([f"{walk_note}; not copied"] if walk_note else [])
+
+
+def _copy_regular_file(source: Path, dest: Path) -> None:
+    """Copies a file that was a regular file of one name when it was listed, without following a symbolic link
+    put in its place since (O_NOFOLLOW), and only if it still is a file of one name."""
+    fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_NONBLOCK", 0))
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_nlink > 1:
+            return
+        with open(fd, "rb", closefd=False) as reader, open(dest, "wb") as writer:
+            shutil.copyfileobj(reader, writer)
+    finally:
+        os.close(fd)

@@ -131,3 +131,16 @@ def test_export_keeps_the_students_of_grades_csv(out, tmp_path):
     assert code == 0, stdout + stderr
     assert [row[0] for row in read(dest)[1:]] == ["'=cmd", "ada"]
     assert "not in OUT/grades.csv, left out: cleo" in stderr
+
+
+def test_a_short_roster_row_is_a_clear_error_naming_its_line(out, tmp_path):
+    """A roster row with fewer cells than its header (a hand-edited export) once crashed with a TypeError while
+    the LMS file was written: now exit 2, naming the line and the student, and no file is written."""
+    roster = tmp_path / "canvas_export.csv"
+    roster.write_text("Student,ID,SIS User ID,SIS Login ID,Section\n\"Lovelace, Ada\",101,S-1,ada,Lab A\n"
+                      "\"Cleo, C\",103,S-3,cleo\nMallory,102,S-2,=cmd,Lab A\n", encoding="utf-8")
+    dest = tmp_path / "canvas.csv"
+    code, stdout, stderr = run("export", out, "--format", "canvas", "--to", dest, "--roster", roster)
+    assert code == 2, stdout + stderr
+    assert "line 3" in stderr and "4 cells" in stderr and "5 columns" in stderr and "cleo" in stderr, stderr
+    assert "Traceback" not in stdout + stderr and not dest.exists()

@@ -125,7 +125,8 @@ def test_every_share_of_the_real_graders_is_exact_and_adds_up():
     for function, total in per_function.items():
         assert math.isclose(total, points[function], abs_tol=1e-9), function
     assert {n.split("::")[1].split("[")[0] for n in collected["error_handling"]} == {
-        "test_value_errors", "test_torch_value_error", "test_clip_error_if_nonfinite", "test_agreement_value_errors",
+        "test_value_errors", "test_torch_value_error", "test_clip_error_if_nonfinite", "test_clip_empty",
+        "test_agreement_value_errors",
         "test_one_hot_errors"}
     with_unmodified_test = {f for _, name, f, _ in collected["templates"] if "unchanged" in name}
     assert with_unmodified_test == set(points)
@@ -169,8 +170,8 @@ def test_error_handling_counts_only_beside_passing_valid_input_tests(toy_graders
                                                         [0.5, "passed", ""]]
     for student, failing in (("stub", 2), ("half", 1)):
         assert graded[student]["results"]["f: raises ValueError"] == [0.0, "failed", (
-            "not counted: f raises the right exception here, but error handling earns points only when f also "
-            f"passes its valid-input tests, and {failing} of 2 fail (first: 'f: valid input one')")]
+            "not counted: f passes this test, but error handling and edge cases a stub passes earn points only "
+            f"when f also passes its valid-input tests, and {failing} of 2 fail (first: 'f: valid input one')")]
     no_errors = graded["no errors"]["results"]
     assert no_errors["f: raises ValueError"] == [0.0, "failed", "f: should raise ValueError"]
     assert sum(score for score, _, _ in no_errors.values()) == 1.5

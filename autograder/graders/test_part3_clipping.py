@@ -119,7 +119,10 @@ def test_clip_error_if_nonfinite(student, context):
                   "clip_grad_norm", case)
 
 
-@graded("clip_grad_norm", "an empty list gives ([], 0.0)")
+# A stub that returns ([], 0.0) for an empty list and raises otherwise passes this test: it counts as error
+# handling does, only once the valid-input tests pass (it earned a raise-only stub 0.5 points).
+@graded("clip_grad_norm", "an empty list gives ([], 0.0) (counts once the valid-input tests pass)",
+        error_handling=True)
 def test_clip_empty(student):
     case = Case("an empty list")
     got = call(student.clip_grad_norm, [], 1.0, case=case)

@@ -42,6 +42,16 @@ class Worker:
         self.ns["__builtins__"] = builtins
         self.worker_module = sys.modules["__main__"]
         sys.modules["__main__"] = self.main
+        # The grader's helpers (pytest_plugin.ECHO_SOURCE: call a function and report its arguments afterwards)
+        # live apart from the student's namespace, with the builtins and copy.deepcopy as they are now, before any
+        # student code ran; calls of them always get the worker's own (see serve), whatever the student's code
+        # bound to their names or patched. (Student code in this process can still reach them by walking frames or
+        # the heap: this closes the plain ways, not every way.)
+        import copy  # already loaded wherever numpy is preloaded
+
+        self.helpers = {}
+        self._helper_globals = {"__builtins__": dict(vars(builtins)), "__name__": "autograder_helpers",
+                                "student_namespace": self.ns, "deepcopy": copy.deepcopy}
         os.environ.pop("PWD", None)  # bwrap --chdir sets it; the environment is an allow-list
         try:
             sys.stdout.reconfigure(line_buffering=True)  # output before a crash is not lost
@@ -80,6 +90,8 @@ class Worker:
         source = req["source"]
         self.sources[filename] = source
         self._register_sources()
+        if req["kind"] == "helper":
+            return self.load_helpers(source, filename)
         if req["kind"] == "module" and os.path.isfile(filename):
             self.ns["__file__"] = filename  # for code that finds its data next to itself
         code = compile(source, filename, "exec")
@@ -96,6 +108,13 @@ class Worker:
             function = self.ns.get(name)
             if function is not None and callable(function):
                 self.ns[name] = guard.wrap(function, name)
+
+    def load_helpers(self, source, filename):
+        """Runs the grader's helper source in a namespace of its own (not the student's); keeps its functions."""
+        exec(compile(source, filename, "exec"), self._helper_globals)
+        self.helpers.update((name, value) for name, value in self._helper_globals.items()
+                            if name.startswith("__autograder_"))
+        return {"status": "ok"}, ()
 
     def call(self, req, buffers):
         name = req["name"]
@@ -165,6 +184,8 @@ class Worker:
                 if req["op"] == "load":
                     reply, out = self.load(req)
                 else:
+                    if req.get("name") in self.helpers:  # the worker's own helper, whatever is bound to its name now
+                        self.ns[req["name"]] = self.helpers[req["name"]]
                     reply, out = self.call(req, buffers)
             except BaseException as exc:  # SystemExit and KeyboardInterrupt are student errors too
                 reply, out = self.error(exc), ()
