@@ -323,8 +323,9 @@ def submission_digest(folder: Path) -> str:
 
 def current_result(options: GradeOptions, student: str, folder: Path) -> dict | None:
     """The student's results.json in OUT if it is complete and current: graded for this assignment and these
-    points, without a grader error, from exactly the files there now, with the same course secret (the same hidden
-    inputs); else None (they are graded again)."""
+    points, without a grader error, from exactly the files there now, with the course secret of
+    options.secret_fingerprint when it is set (the same hidden inputs; grade_batch sets it); else None (they are
+    graded again)."""
     document = already_graded(options.out, student)
     if document is None or (student_dir(options.out, student) / "grader_errors.txt").exists():
         return None
@@ -333,7 +334,7 @@ def current_result(options: GradeOptions, student: str, folder: Path) -> dict | 
     if (extra.get("assignment") != options.assignment.id or document.get("max_score") != options.assignment.max_score
             or tested != set(options.assignment.points) or extra.get("student") != student
             or extra.get("submission_sha256") != submission_digest(folder)
-            or extra.get("course_secret_fingerprint") != options.secret_fingerprint):
+            or options.secret_fingerprint not in (None, extra.get("course_secret_fingerprint"))):
         return None
     return document
 
