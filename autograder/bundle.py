@@ -7,13 +7,15 @@ The zip holds, at its top level:
     run_autograder    run for every submission: `python -m autograder.gradescope_run` with that virtualenv
     source/           what the engine needs and nothing else: the autograder package (graders included),
                       solutions/<assignment>/ (the reference is loaded from it), the release <assignment>/ (the
-                      canary grades it before each submission), course.yml, pyproject.toml, README.md
+                      canary grades it before each submission), course.yml, pyproject.toml, README.md, and
+                      .autograder/course_secret (the course secret, mode 0600: the hidden inputs derive from it)
 
 Gradescope extracts the zip into /autograder/source/ (and copies run_autograder to /autograder/run_autograder),
 so on Gradescope the kit sits at /autograder/source/source/; both scripts find it relative to themselves.
 
 The same inputs always give the same bytes: files are sorted, and every entry has a fixed date and fixed
-permissions (0755 for the two scripts, 0644 otherwise).
+permissions (0755 for the two scripts, 0600 for the course secret, 0644 otherwise). The zip itself is written 0600:
+it holds the solutions and the course secret, so it goes to Gradescope (private to the staff) and nowhere else.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from pathlib import Path
 
 from autograder import REPO_ROOT
 from autograder.course import Course, CourseConfigError, load_course
+from autograder.secret import SECRET_DIR, SECRET_FILE, load_secret
 
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # the earliest date a zip can hold; any fixed date makes builds reproducible
 KIT_DIR = "source"  # the kit's folder inside the zip
@@ -34,6 +37,7 @@ VENV = "/autograder/venv"
 SKIPPED_DIRS = {"__pycache__", ".ipynb_checkpoints"}
 SKIPPED_SUFFIXES = (".pyc", ".pyo", "~", ".swp", ".swo", ".orig", ".rej", ".tmp")
 SAFE_ID = re.compile(r"[A-Za-z0-9_.-]+")
+SECRET_ENTRY = f"{KIT_DIR}/{SECRET_DIR}/{SECRET_FILE}"
 
 
 class BundleError(Exception):
@@ -46,7 +50,9 @@ def build_gradescope_bundle(course: Course, assignment_id: str, dest_zip: Path, 
 
     `root` is the checkout the kit is taken from (its autograder/ package, <solutions_dir>/<assignment>/,
     pyproject.toml and README.md); `course_file` is the course file, root/course.yml by default: it is bundled as
-    source/course.yml and must describe the same course as `course`. Raises BundleError.
+    source/course.yml and must describe the same course as `course`. The course secret is the course's (its
+    folder's .autograder/course_secret, or $AUTOGRADER_COURSE_SECRET), bundled where gradescope_run reads it.
+    Raises BundleError.
     """
     root = Path(root).resolve()
     course_file = Path(course_file) if course_file is not None else root / "course.yml"
@@ -60,6 +66,10 @@ def build_gradescope_bundle(course: Course, assignment_id: str, dest_zip: Path, 
         if load_course(course_file) != course:
             raise BundleError(f"{course_file} does not describe the course being bundled; pass the course file "
                               "it was loaded from")
+        from autograder.grade import GradeOptions, check_course
+
+        # Gradescope would give every student an internal error: stop here instead, naming the function.
+        check_course(GradeOptions(assignment, dest_zip, 1.0, "", course=course, root=course_file.parent))
     except CourseConfigError as exc:
         raise BundleError(str(exc)) from None
 
@@ -89,6 +99,12 @@ def build_gradescope_bundle(course: Course, assignment_id: str, dest_zip: Path, 
             path.read_bytes()
 
     files[f"{KIT_DIR}/course.yml"] = course_file.read_bytes()
+    try:  # Gradescope reads it from the kit's folder (gradescope_run: the course root is the kit there)
+        secret = load_secret(course_file.parent)
+    except CourseConfigError as exc:
+        raise BundleError(f"{exc}\nThe bundle carries the course secret, so that Gradescope grades with the same "
+                          "hidden inputs as `autograder grade`.") from None
+    files[SECRET_ENTRY] = secret.key + b"\n"
     for name in ("pyproject.toml", "README.md"):  # pip needs both to install the kit (README is its long description)
         path = root / name
         if not path.is_file():
@@ -96,7 +112,7 @@ def build_gradescope_bundle(course: Course, assignment_id: str, dest_zip: Path, 
         files[f"{KIT_DIR}/{name}"] = path.read_bytes()
     files["setup.sh"] = SETUP_SH.encode()
     files["run_autograder"] = RUN_AUTOGRADER.replace("@ASSIGNMENT@", shlex.quote(assignment.id)).encode()
-    return _write_zip(files, Path(dest_zip), executable={"setup.sh", "run_autograder"})
+    return _write_zip(files, Path(dest_zip), executable={"setup.sh", "run_autograder"}, private={SECRET_ENTRY})
 
 
 def _package_files(folder: Path) -> list[Path]:
@@ -120,7 +136,7 @@ def _package_files(folder: Path) -> list[Path]:
     return sorted(found)
 
 
-def _write_zip(files: dict[str, bytes], dest: Path, executable: set[str]) -> Path:
+def _write_zip(files: dict[str, bytes], dest: Path, executable: set[str], private: set[str]) -> Path:
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
     try:
@@ -128,10 +144,11 @@ def _write_zip(files: dict[str, bytes], dest: Path, executable: set[str]) -> Pat
             for name in sorted(files):
                 info = zipfile.ZipInfo(name, date_time=ZIP_DATE)
                 info.create_system = 3  # Unix: unzip then applies the permissions below
-                info.external_attr = (0o100755 if name in executable else 0o100644) << 16
+                mode = 0o100755 if name in executable else 0o100600 if name in private else 0o100644
+                info.external_attr = mode << 16
                 info.compress_type = zipfile.ZIP_DEFLATED
                 bundle.writestr(info, files[name], compresslevel=9)
-        os.chmod(tmp, 0o644)
+        os.chmod(tmp, 0o600)  # it holds the course secret
         os.replace(tmp, dest)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

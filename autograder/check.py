@@ -58,6 +58,19 @@ def check_folder(folder: Path, notebooks: list[str], limits: SandboxLimits = San
     return results, submission.problems
 
 
+def check_reference(reference: Path, notebooks: list[str], limits: SandboxLimits,
+                    preload: tuple[str, ...], by_hand: tuple[str, ...] = ()) -> tuple[bool, str]:
+    """The self-check's canary: the reference solution's notebooks checked the same way. (whether all its public
+    checks pass, what to print): if they do not, the checks cannot be trusted in this environment."""
+    results, _ = check_folder(reference, notebooks, limits, preload, by_hand)
+    failing = [f"{name}: {r.name}: {r.message.strip().splitlines()[-1][:200] if r.message else ''}"
+               for name, checks in results.items() for r in checks if not r.passed]
+    if failing:
+        return False, ("error: the canary failed: the reference solution fails its own public checks here, so the "
+                       "checks cannot be trusted in this environment:\n  " + "\n  ".join(failing[:5]))
+    return True, f"Canary: the reference passes its {sum(len(c) for c in results.values())} public checks here."
+
+
 def check_notebook(path: Path, limits: SandboxLimits = SandboxLimits()) -> tuple[list[CheckResult], list[str]]:
     """(one result per public check cell of `path`, the reader's problems and warnings for its folder)."""
     results, problems = check_folder(path.parent, [path.name], limits)

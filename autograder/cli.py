@@ -56,10 +56,7 @@ def release(assignment: str, check: bool, course_file: Path | None):
     from autograder import release as releasing
 
     course, course_file = _load(course_file)
-    try:
-        course.assignment(assignment)  # fails early with the known ids if the name is wrong
-    except CourseConfigError as exc:
-        raise click.ClickException(str(exc)) from None
+    _assignment(course, assignment)  # fails early with the known ids if the name is wrong
     root = course_file.parent
     try:
         if check:
@@ -164,10 +161,7 @@ def grade(submissions: Path, out: Path, jobs: int, timeout: float | None, resume
     import tempfile
 
     course, course_file = _load(course_file)
-    try:
-        spec = course.assignment(assignment)
-    except CourseConfigError as exc:
-        raise click.ClickException(str(exc)) from None
+    spec = _assignment(course, assignment)
     if out.resolve() == submissions.resolve() or submissions.resolve() in out.resolve().parents:
         raise click.ClickException("--out must not be inside SUBMISSIONS")
     if (executor == "dask") != (scheduler is not None):
@@ -322,24 +316,17 @@ def check(notebooks: tuple[Path, ...], assignment_id: str, canary: bool, course_
     defined more than once). Where the course has the reference solution, its notebooks are checked first the
     same way (the canary): if the reference fails a check here, the environment is broken and nothing else is
     judged."""
-    from autograder.check import check_folder, format_notes, format_results, is_error
+    from autograder.check import check_folder, check_reference, format_notes, format_results, is_error
 
     course, course_file = _load(course_file)
-    try:
-        assignment = course.assignment(assignment_id)
-    except CourseConfigError as exc:
-        raise click.ClickException(str(exc)) from None
+    assignment = _assignment(course, assignment_id)
     limits, preload, by_hand = assignment.limits.sandbox_limits(), tuple(assignment.preload), tuple(assignment.by_hand)
     reference = course_file.parent / course.solutions_dir / assignment.id
     if canary and all((reference / name).is_file() for name in assignment.notebooks):
-        results, _ = check_folder(reference, list(assignment.notebooks), limits, preload, by_hand)
-        failing = [f"{name}: {r.name}: {r.message.strip().splitlines()[-1][:200] if r.message else ''}"
-                   for name, checks in results.items() for r in checks if not r.passed]
-        if failing:
-            click.echo("error: the canary failed: the reference solution fails its own public checks here, so the "
-                       "checks cannot be trusted in this environment:\n  " + "\n  ".join(failing[:5]), err=True)
+        passed, message = check_reference(reference, list(assignment.notebooks), limits, preload, by_hand)
+        click.echo(message, err=not passed)
+        if not passed:
             sys.exit(1)
-        click.echo(f"Canary: the reference passes its {sum(len(c) for c in results.values())} public checks here.")
     folders: dict[Path, list[str]] = {}
     for notebook in notebooks:
         folders.setdefault(notebook.resolve().parent, []).append(notebook.name)
@@ -364,7 +351,7 @@ def bundle():
     zip."""
 
 
-@bundle.command("gradescope", short_help="Write the Gradescope autograder zip (it holds the solutions).",
+@bundle.command("gradescope", short_help="Write the Gradescope autograder zip (solutions and course secret).",
                 epilog=_exit_codes("Exit status: 0 written; 1 course.yml is bad or the zip cannot be built; 2 a "
                                    "usage error.", "Example: autograder bundle gradescope --out build/gradescope.zip"))
 @click.option("--assignment", default="vanishing_gradients", show_default=True, help="Assignment id in course.yml.")
@@ -375,22 +362,18 @@ def bundle_gradescope(assignment: str, out: Path | None, course_file: Path | Non
     """Write the Gradescope autograder zip of ASSIGNMENT: setup.sh, run_autograder and the kit (engine, hidden
     graders, solutions, course.yml). Upload it as the assignment's autograder; it grades each submission with the
     same engine and sandbox as `autograder grade`. The same sources always give the same bytes. The zip contains
-    the solutions: keep it private."""
+    the solutions and the course secret (`autograder secret`): keep it private."""
     from autograder.bundle import BundleError, build_gradescope_bundle
-
-    from autograder.grade import GradeOptions, check_course
+    from autograder.secret import load_secret
 
     course, course_file = _load(course_file)
     out = out or Path("build") / f"gradescope_{assignment}.zip"
-    try:  # Gradescope would give every student an internal error: stop here instead, naming the function
-        check_course(GradeOptions(course.assignment(assignment), out, 1.0, "", course=course, root=course_file.parent))
-    except CourseConfigError as exc:
-        raise click.ClickException(str(exc)) from None
     try:
         path = build_gradescope_bundle(course, assignment, out, course_file.parent, course_file=course_file)
     except BundleError as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(f"Wrote {path} ({path.stat().st_size / 1024:.0f} KB). It holds the solutions: keep it private.")
+    click.echo(f"Wrote {path} ({path.stat().st_size / 1024:.0f} KB). It holds the solutions and the course secret: "
+               f"keep it private.\n{load_secret(course_file.parent).describe()}")
 
 
 @main.command(short_help="Prove the graders on the reference, the release and the mutant/variant/attack corpora.",
@@ -596,6 +579,20 @@ def answers_command(folder: Path, dest: Path, title: str | None, assignment: str
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
     click.echo(f"Wrote {dest}" + (f" ({missing} answers not found in the notebooks)" if missing else ""))
+
+
+@main.command(short_help="Make the course secret the hidden test inputs derive from (once), or say where it is.",
+              epilog=_exit_codes("Exit status: 0 made, or found; 1 it cannot be read or made.",
+                                 "Example: autograder secret --course ~/courses/vg101"))
+@course_option
+def secret(course_file: Path | None):
+    """Make the course secret once (.autograder/course_secret beside course.yml, mode 600), or say where it is."""
+    from autograder.secret import secret_command
+
+    try:
+        click.echo(secret_command(_load(course_file)[1].parent))
+    except (CourseConfigError, OSError) as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""course.yml: the course, its assignments, points, limits, seeds and tolerances, loaded and validated."""
+"""course.yml: the course, its assignments, points, limits, seeds and tolerances, loaded and validated. (The course
+secret, which the hidden inputs derive from, is not in it: autograder/secret.py.)"""
 
 from __future__ import annotations
 
@@ -73,7 +74,8 @@ class Assignment(_Strict):
                                  "timestamps without a zone [default: the course's]")
     late_policy: LatePolicy = LatePolicy()
     limits: Limits
-    seed: int = Field(description="base of the per-student seeds of the hidden test inputs")
+    seed: int = Field(description="public: with the course secret (autograder/secret.py, not in git) and the "
+                      "student id, it gives each student's hidden test inputs; a new seed, new inputs for all")
     tolerances: Tolerances
     points: dict[str, PositiveFloat] = Field(description="autograded function -> points", min_length=1)
     preload: list[str] = Field(["numpy"], description="libraries imported once per grading worker, before any "

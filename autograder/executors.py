@@ -302,11 +302,16 @@ def _write_remote_results(out_dir: Path, files: dict[str, bytes]) -> dict:
 
 def canaries_remote(options: GradeOptions) -> dict[str, dict]:
     """Runs on a Dask worker: grades the canaries built from the worker's own checkout, in that worker (its own
-    environment, sandbox and limits); returns their results documents."""
+    environment, sandbox and limits); returns their results documents. First checks that the worker has the
+    client's course secret ($AUTOGRADER_COURSE_SECRET, or the course folder's): CourseSecretError if not."""
+    import socket
+
+    from autograder.grade import course_secret
     from autograder.sandbox import isolation_level
 
     canaries = _Canaries(dataclasses.replace(_on_this_worker(options), isolation=isolation_level()))
     try:
+        course_secret(canaries.options, f"the Dask worker on {socket.gethostname()}")  # none, or not the client's
         return {name: _grade_in_worker(name, str(folder), canaries.options)
                 for name, folder in canaries.folders.items()}
     finally:

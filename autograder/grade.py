@@ -41,6 +41,9 @@ class GradeOptions:
     course: Course | None = None  # for the canaries' submissions (solutions/ and the release); None: course.yml
     root: Path | None = None      # the course root (the folder of course.yml): solutions/, the release; None: the kit's
     gradebook: Path | None = None  # an nbgrader gradebook, for the written answers' status in the class summary
+    # The course secret the batch started with, by its fingerprint (never the secret itself: each worker reads its
+    # own, autograder/secret.py): a worker whose secret differs refuses to grade. None: whichever is found.
+    secret_fingerprint: str | None = None
 
     @property
     def course_root(self) -> Path:
@@ -57,6 +60,13 @@ def reference_for(options: GradeOptions):
     from autograder.reference import load_reference
 
     return load_reference(options.assignment.id, options.solutions_dir)
+
+
+def course_secret(options: GradeOptions, where: str = "this machine"):
+    """The course secret this process grades with (CourseSecretError if it has none, or not the batch's)."""
+    from autograder.secret import expect_fingerprint, load_secret
+
+    return expect_fingerprint(load_secret(options.course_root), options.secret_fingerprint, where)
 
 
 def check_course(options: GradeOptions) -> None:
@@ -97,6 +107,7 @@ def grade_one(student: str, folder: str, options: GradeOptions, alone: bool = Fa
     from autograder.submission import Submission, private_copy, read_submission
 
     started, began = time.monotonic(), time.time()
+    secret = course_secret(options)  # first: without it nothing can be graded (_grade_in_worker lets it through)
     out_dir = student_dir(options.out, student)
     limits = options.assignment.limits
     submission = read_submission(Submission(student, Path(folder)))
@@ -136,7 +147,8 @@ def grade_one(student: str, folder: str, options: GradeOptions, alone: bool = Fa
             _name_cells(load_report, submission.folder)
             reference = reference_for(options)
             context = GradingContext(student, sandbox, dict(options.assignment.points), options.assignment.seed,
-                                     _tolerance(options), deadline=started + options.timeout, reference=reference)
+                                     _tolerance(options), deadline=started + options.timeout, reference=reference,
+                                     secret=secret)
             run_graders(context, str(GRADERS_DIR))
             if context.results and any(r.score > 0 for r in context.results):
                 failed = {r.function for r in context.results if r.status != "passed"}
@@ -184,6 +196,7 @@ def grade_one(student: str, folder: str, options: GradeOptions, alone: bool = Fa
     document["extra_data"]["graded_alone"] = alone
     document["extra_data"]["submission_sha256"] = submission_digest(  # what --resume compares
         Path(folder), student_entry(Path(folder), student, options.assignment.id))
+    document["extra_data"]["course_secret_fingerprint"] = secret.fingerprint  # which hidden inputs: --resume too
     write_atomic(out_dir / RESULTS_FILE, json.dumps(document, indent=2, allow_nan=False))
     return document
 
@@ -281,8 +294,12 @@ def _tolerance(options: GradeOptions):
 
 
 def _grade_in_worker(student: str, folder: str, options: GradeOptions, alone: bool = False) -> dict:
+    from autograder.secret import CourseSecretError
+
     try:
         return grade_one(student, folder, options, alone)
+    except CourseSecretError:  # the machine's, not the student's: the canaries (graded first) stop the run with it
+        raise
     except Exception:  # a bug of ours must not lose this student's result
         return crash_document(student, options, traceback.format_exc())
 
@@ -346,8 +363,10 @@ def submission_digest(folder: Path, entry: Path | None = None) -> str:
 
 def current_result(options: GradeOptions, student: str, folder: Path) -> dict | None:
     """The student's results.json in OUT if it is complete and current: graded for this assignment and these
-    points, without a grader error, from exactly the files there now; else None (they are graded again). A
-    results.json inside the student's own folder (OUT/<student> being that folder) is never one: it is theirs."""
+    points, without a grader error, from exactly the files there now, with the course secret of
+    options.secret_fingerprint when it is set (the same hidden inputs; grade_batch sets it); else None (they are
+    graded again). A results.json inside the student's own folder (OUT/<student> being that folder) is never one:
+    it is theirs."""
     entry = student_entry(folder, student, options.assignment.id)
     results = student_dir(options.out, student) / RESULTS_FILE
     if results.resolve().is_relative_to(entry.resolve()):
@@ -359,7 +378,8 @@ def current_result(options: GradeOptions, student: str, folder: Path) -> dict | 
     tested = {(t.get("tags") or [""])[0] for t in document.get("tests", [])}
     if (extra.get("assignment") != options.assignment.id or document.get("max_score") != options.assignment.max_score
             or tested != set(options.assignment.points) or extra.get("student") != student
-            or extra.get("submission_sha256") != submission_digest(folder, entry)):
+            or extra.get("submission_sha256") != submission_digest(folder, entry)
+            or options.secret_fingerprint not in (None, extra.get("course_secret_fingerprint"))):
         return None
     return document
 
@@ -370,13 +390,18 @@ def grade_batch(submissions_dir: Path, options: GradeOptions, jobs: int = 1, res
     """Grade every submission folder (or only `students`); `scheduler` (a Dask scheduler address, or "local")
     spreads the work over a Dask cluster instead of `jobs` worker processes here.
 
-    course.yml is first checked against the graders (CourseConfigError). Before any student, the same workers
-    grade the canaries (the reference solution and the untouched release, autograder/canary.py): if either does
-    not get its known score, CanaryFailed is raised and nobody is graded. On Ctrl-C the workers are stopped, the
-    class files are written for who finished, and GradingInterrupted is raised."""
+    The course secret is read first (autograder/secret.py; CourseSecretError, a CourseConfigError, saying how to
+    make one when there is none), then course.yml is checked against the graders (CourseConfigError). Before any
+    student, the same workers grade the canaries (the reference solution and the untouched release,
+    autograder/canary.py): if either does not get its known score, CanaryFailed is raised and nobody is graded. On
+    Ctrl-C the workers are stopped, the class files are written for who finished, and GradingInterrupted is
+    raised."""
     from autograder.submission import find_submissions
 
     started = time.monotonic()
+    secret = course_secret(options)  # here, before any worker: a course without one stops with what to do
+    print(secret.describe(), file=sys.stderr)
+    options = dataclasses.replace(options, secret_fingerprint=secret.fingerprint)
     if not scheduler:
         from autograder.executors import start_warm_parent
 

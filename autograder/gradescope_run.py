@@ -4,6 +4,7 @@ Layout (the root is /autograder, or $AUTOGRADER_ROOT):
     <root>/submission/                 the student's .ipynb/.py files (or nbgrader's <assignment>/ folder inside,
                                        or one folder holding them, as a zip of a folder gives)
     <root>/submission_metadata.json    users[0].email (else .id) is the student id that seeds the hidden inputs
+    <kit>/.autograder/course_secret    the course secret they derive from (the bundle carries it; grade_one reads it)
     <root>/results/results.json        what Gradescope reads; always written, with score 0 and a message if
                                        grading failed (Gradescope shows nothing otherwise)
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import atexit
 import concurrent.futures
-import hashlib
 import math
 import queue
 import threading
@@ -33,6 +32,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pytest
 
+from autograder.secret import CourseSecret
 from autograder.vocabulary import GradingFailure, Tolerance
 from autograder.sandbox import LoadUnit, StudentException, StudentTimeout
 
@@ -272,11 +272,12 @@ class GradingContext:
     reference: object = None  # the course's reference module (None: the kit's own solutions)
     results: list[TestResult] = field(default_factory=list)
     collection_errors: list[str] = field(default_factory=list)
+    secret: CourseSecret = field(kw_only=True, repr=False)  # autograder/secret.py: required, never defaulted
 
     def rng(self, *key) -> np.random.Generator:
-        """Random inputs per student, per purpose: reproducible for a regrade, different between students."""
-        digest = hashlib.sha256("\0".join([self.student_id, *map(str, key)]).encode()).digest()
-        return np.random.default_rng([self.seed, int.from_bytes(digest[:8], "little")])
+        """Random inputs per student, per purpose: reproducible for a regrade with the same course secret,
+        different between students, and not computable from the kit and the student id alone."""
+        return self.secret.rng(self.seed, self.student_id, *key)
 
 
 class GradingPlugin:

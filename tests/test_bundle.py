@@ -18,6 +18,7 @@ import pytest
 from autograder import REPO_ROOT
 from autograder.bundle import BundleError, build_gradescope_bundle
 from autograder.course import load_course
+from autograder.secret import SECRET_ENV, load_secret
 
 pytestmark = pytest.mark.slow
 
@@ -81,7 +82,14 @@ def test_bundle_contents(bundle, tmp_path):
     top = {n.split("/")[0] for n in names}
     assert top == {"setup.sh", "run_autograder", "source"}
     kit = {n.split("/")[1] for n in names if n.startswith("source/")}
-    assert kit == {"autograder", "solutions", "assignments", "course.yml", "pyproject.toml", "README.md"}
+    assert kit == {"autograder", "solutions", "assignments", "course.yml", "pyproject.toml", "README.md",
+                   ".autograder"}
+    # The course secret, where gradescope_run reads it (the kit is the course root there), readable by its owner only.
+    secret = "source/.autograder/course_secret"
+    assert zipfile.ZipFile(bundle).read(secret).decode().strip() == os.environ[SECRET_ENV]
+    assert stat.S_IMODE(infos.pop(secret).external_attr >> 16) == 0o600
+    assert stat.S_IMODE(bundle.stat().st_mode) == 0o600
+    names.remove(secret)
     assert {n.split("/")[2] for n in names if n.startswith("source/solutions/")} == {ASSIGNMENT}
     assert {f"source/assignments/{ASSIGNMENT}/{nb}" for nb in SPEC.notebooks} <= names  # the canary grades it
     for name in names:
@@ -105,6 +113,15 @@ def test_bundle_contents(bundle, tmp_path):
 
     again = build_gradescope_bundle(COURSE, ASSIGNMENT, tmp_path / "again.zip")
     assert again.read_bytes() == bundle.read_bytes()
+
+
+def test_bundle_needs_the_course_secret(tmp_path, monkeypatch):
+    """Without it Gradescope could not grade with the course's hidden inputs: no zip, and a message saying why."""
+    monkeypatch.delenv(SECRET_ENV)
+    monkeypatch.setattr("autograder.secret.secret_path", lambda root: tmp_path / "none")
+    with pytest.raises(BundleError, match="(?s)no course secret .* carries the course secret"):
+        build_gradescope_bundle(COURSE, ASSIGNMENT, tmp_path / "x.zip")
+    assert not (tmp_path / "x.zip").exists()
 
 
 def test_bundle_refuses_unknown_assignment(tmp_path):
@@ -134,6 +151,10 @@ def test_gradescope_run_gives_the_solutions_full_marks(bundle, tmp_path):
     isolation = document["extra_data"]["isolation"]
     assert f"isolation: {isolation}" in run.stdout and "Isolation" not in document["output"]  # instructors only
     assert document["extra_data"]["student"] == "ada.lovelace@example.edu"
+    # Graded with the bundled course secret (run_autograder's environment has none), which no output shows.
+    assert document["extra_data"]["course_secret_fingerprint"] == load_secret(REPO_ROOT).fingerprint
+    results_text = (tmp_path / "results" / "results.json").read_text()
+    assert os.environ[SECRET_ENV] not in run.stdout + run.stderr + results_text
     assert not list((tmp_path / "results").glob(".*")), "a temporary file was left in results/"
 
 

@@ -96,9 +96,11 @@ GRADE = """
 import json, sys
 from autograder.vocabulary import Tolerance
 from autograder.pytest_plugin import GradingContext, run_graders
+from autograder.secret import PUBLIC_EXAMPLE_SECRET, CourseSecret
 out = {}
 for student in sys.argv[2:]:
-    context = GradingContext(student, None, {"f": 2.0}, 1, Tolerance())
+    context = GradingContext(student, None, {"f": 2.0}, 1, Tolerance(),
+                             secret=CourseSecret(PUBLIC_EXAMPLE_SECRET.encode(), "tests"))
     run_graders(context, sys.argv[1])
     out[student] = {"errors": context.collection_errors,
                     "results": {r.name: [r.score, r.status, r.output] for r in context.results}}

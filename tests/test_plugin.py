@@ -13,6 +13,7 @@ import textwrap
 RUN = textwrap.dedent("""
     import json, sys
     from autograder.pytest_plugin import GradingContext, run_graders
+    from autograder.secret import PUBLIC_EXAMPLE_SECRET, CourseSecret
     from autograder.vocabulary import Tolerance
 
     class Answers:  # stands in for a Sandbox: every call returns the answer given here
@@ -20,7 +21,8 @@ RUN = textwrap.dedent("""
         def call(self, name, *args, **kwargs):
             return {"double": lambda x: 2 * x, "wrong": lambda x: 3 * x}[name](*args)
 
-    context = GradingContext("ada", Answers(), json.loads(sys.argv[2]), 1, Tolerance(1e-7, 0.0))
+    context = GradingContext("ada", Answers(), json.loads(sys.argv[2]), 1, Tolerance(1e-7, 0.0),
+                             secret=CourseSecret(PUBLIC_EXAMPLE_SECRET.encode(), "tests"))
     run_graders(context, sys.argv[1])
     print(json.dumps({"results": [vars(r) for r in context.results], "errors": context.collection_errors}))
 """)
