@@ -216,6 +216,9 @@ assert autograder.REPO_ROOT == kit, f"autograder is imported from {{autograder.R
 print(f"setup.sh: ready (torch {{torch.__version__}}, numpy {{numpy.__version__}}; isolation while building: "
       f"{{isolation_level()}})")
 EOF
+# Without bubblewrap each student runs as a uid of its own, which may read what every user may: the kit (its
+# solutions, the course secret) is for root only; the virtualenv stays readable: the students' Python is there.
+chmod -R go-rwx "$KIT"
 """
 
 RUN_AUTOGRADER = f"""\

@@ -190,7 +190,7 @@ def isolation_note(isolation: str) -> str:
         return "bubblewrap: the student's code sees no file of the grader, no network, and runs as nobody"
     from autograder.sandbox.bwrap import _bwrap_problem
 
-    who = ("as nobody, who cannot write the results or signal the grader" if os.geteuid() == 0
+    who = ("each as a uid of its own, which cannot write the results or signal the grader" if os.geteuid() == 0
            else "with the grader's own user's rights")
     return (f"process isolation (bubblewrap: {_bwrap_problem() or 'turned off by AUTOGRADER_ISOLATION'}): student code "
             f"runs in separate processes {who}, under resource limits, with no filesystem or network isolation; "

@@ -2,7 +2,7 @@
 daemon behind to rewrite the results after the batch. Its helper double-forks, calls setsid(), re-executes python
 with an empty environment (no sandbox marker) and, for up to 60 s, rewrites every results.json and grades.csv it
 can reach: 80 for its author, 0 for everyone else. Graded at the process level, cold (AUTOGRADER_WARM=0), as
-root, the way Gradescope runs: the student runs as nobody, the grading process is its subreaper, and its results
+root, the way Gradescope runs: the student runs as a uid of its own, the grading process is its subreaper, and its results
 are written only once its processes are gone. Before those defences the classmate ended with 0 in grades.csv
 and the author's Gradescope result said 80 while the log said 0 (issue 20)."""
 
@@ -21,6 +21,7 @@ import pytest
 
 from autograder import REPO_ROOT
 from autograder.course import load_course
+from autograder.secret import SECRET_ENV
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(os.geteuid() != 0, reason="as a normal user without bubblewrap the student has the "
@@ -82,7 +83,7 @@ def survivors(word: str) -> list[int]:
 
 
 def process_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AUTOGRADER")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AUTOGRADER") or k == SECRET_ENV}
     env.update(AUTOGRADER_ISOLATION="process", AUTOGRADER_WARM="0")
     return env
 
@@ -138,4 +139,4 @@ def test_a_daemon_cannot_rewrite_the_gradescope_result(tmp_path, word):
     document = json.loads(result.read_text())
     assert document["score"] == 0.0
     assert document["extra_data"]["isolation"] == "process"
-    assert "nobody" in document["extra_data"]["isolation_note"]
+    assert "a uid of its own" in document["extra_data"]["isolation_note"]
