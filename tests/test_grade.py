@@ -295,3 +295,25 @@ def test_nothing_is_left_on_the_host_after_a_run(tmp_path, isolation):
     assert run.returncode == 0, run.stderr
     assert results(tmp_path / "out", "filler")["score"] == ASSIGNMENT.max_score
     assert sorted(p.name for p in spill.iterdir()) == []
+
+
+def test_the_class_summary_lists_who_broke_the_by_hand_rule(tmp_path):
+    """summary.json and summary.html name each student and function flagged in its results.json."""
+    import json as _json
+
+    from autograder.feedback import write_class_summary
+    from autograder.report import by_hand_rule_broken
+
+    for student, broken in (("ada", {"rnn_backward": "Tensor.backward", "lstm_backward": "torch.autograd.grad"}),
+                            ("bob", {})):
+        (tmp_path / student).mkdir()
+        (tmp_path / student / "results.json").write_text(_json.dumps({"extra_data": {"by_hand_rule_broken": broken}}))
+    flagged = by_hand_rule_broken(tmp_path, ["ada", "bob", "carol"])  # carol: no results.json
+    assert flagged == {"ada": ["lstm_backward", "rnn_backward"]}
+    summary = {"assignment": "vanishing_gradients", "students": 2, "mean_score": 40, "max_score": 80,
+               "full_marks": 0, "zero": 0, "isolation": "bubblewrap", "grader_errors": [],
+               "by_hand_rule_broken": flagged, "functions": [], "written": {"known": False}}
+    write_class_summary(tmp_path / "summary.html", {"ada": 39.0, "bob": 80.0}, {}, summary,
+                        {"ada": "ada", "bob": "bob"})
+    page = (tmp_path / "summary.html").read_text()
+    assert "By-hand rule broken" in page and "ada (lstm_backward, rnn_backward)" in page
