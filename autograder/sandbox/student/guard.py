@@ -29,8 +29,39 @@ def _refuse(entry):
     function = _state["active"]
     if _state["hit"] is None:
         _state["hit"] = entry
+    if entry in _SPAWNS:
+        raise AutogradForbidden(f"{function} must compute the gradient by hand, in this process: it started "
+                                f"{entry}, which the rule does not reach. Write the backward pass with numpy.")
     raise AutogradForbidden(f"{function} must compute the gradient by hand: torch autograd was called ({entry}). "
                             "Write the backward pass with numpy; autograd is for checking your answer outside it.")
+
+
+# (module, attribute, what it starts): a thread (where grad mode is on again) or a process (where no rule holds)
+# started by a by-hand function would be a way around the rule; honest numpy code starts neither.
+_SPAWN_POINTS = (("_thread", "start_new_thread", "a thread"), ("threading", "_start_new_thread", "a thread"),
+                 ("os", "fork", "a process"), ("os", "forkpty", "a process"), ("os", "posix_spawn", "a process"),
+                 ("os", "posix_spawnp", "a process"), ("_posixsubprocess", "fork_exec", "a process"),
+                 ("subprocess", "_fork_exec", "a process"),
+                 ("os", "system", "a process"))
+_SPAWNS = {"a thread", "a process"}
+_spawn_guarded = []
+
+
+def install_spawn_guard():
+    """While a by-hand function runs, no new thread or process. Idempotent; needs no torch."""
+    if _spawn_guarded:
+        return
+    import importlib
+
+    for module_name, attribute, entry in _SPAWN_POINTS:
+        try:  # threading and subprocess bind the builtin modules' functions when first imported: patched by then
+            module = (sys.modules.get(module_name) if module_name in ("threading", "subprocess")
+                      else importlib.import_module(module_name))
+            original = getattr(module, attribute)
+        except (ImportError, AttributeError):
+            continue
+        setattr(module, attribute, _guarded(original, entry))
+    _spawn_guarded.append(True)
 
 
 def _guarded(original, entry):
@@ -163,7 +194,8 @@ class _InstallAfterImport:
 
 
 def install_when_imported():
-    """install() now if torch is loaded, else as soon as it is."""
+    """install() now if torch is loaded, else as soon as it is; and the guard on new threads and processes."""
+    install_spawn_guard()
     if not install() and importable("torch"):
         sys.meta_path.insert(0, _InstallAfterImport())
 
