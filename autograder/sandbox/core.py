@@ -294,7 +294,7 @@ class Sandbox:
         else:
             # Private HOME, TMPDIR and a copy of the worker (bubblewrap needs none: it has its own /tmp and
             # reads the worker from a memory file).
-            private = Path(tempfile.mkdtemp(prefix="agsb-"))
+            private = Path(tempfile.mkdtemp(prefix="agsb-", dir=_enterable_temp() if os.geteuid() == 0 else None))
             self._resources.private_dir = str(private)
             worker = install_student_files(private)
             (private / "home").mkdir()
@@ -470,6 +470,19 @@ class Sandbox:
 
     def __repr__(self) -> str:
         return f"<Sandbox {self.workdir} isolation={self.isolation} restarts={self.restarts}>"
+
+
+def _enterable_temp() -> str:
+    """The temporary folder (TMPDIR's, else /tmp, else /var/tmp) that every user may enter down to itself: at the
+    process level as root the student, a uid of its own, must reach its private folder there."""
+    for candidate in (tempfile.gettempdir(), "/tmp", "/var/tmp"):
+        path = Path(candidate).resolve()
+        try:
+            if all(os.stat(p).st_mode & 0o001 for p in (path, *path.parents)):
+                return str(path)
+        except OSError:
+            continue
+    raise RuntimeError("no temporary folder that an unprivileged student can enter (TMPDIR, /tmp, /var/tmp)")
 
 
 def _move_tree(source: Path, dest: Path) -> None:
