@@ -59,14 +59,16 @@ def _marked(marker: str) -> list[int]:
 
 
 def _nobody_tasks() -> int:
-    """Threads of uid 65534 on the machine: RLIMIT_NPROC counts them all, other sandboxes' too."""
+    """Threads of the uid the student's processes count against (RLIMIT_NPROC counts them all, other sandboxes'
+    too): nobody when the grader is root, else the grader's own uid (its other processes and threads included)."""
+    uid = "65534" if AS_ROOT else str(os.geteuid())
     total = 0
     for name in os.listdir("/proc"):
         if name.isdigit():
             try:
                 with open(f"/proc/{name}/status") as f:
                     fields = dict(line.split(":", 1) for line in f if ":" in line)
-                if fields["Uid"].split()[0] == "65534":
+                if fields["Uid"].split()[0] == uid:
                     total += int(fields["Threads"])
             except (OSError, KeyError, ValueError):
                 pass
