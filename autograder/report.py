@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from autograder.files import write_atomic
-from autograder.results import RESULTS_FILE, function_scores, student_dir
+from autograder.results import function_scores, student_dir
 
 if TYPE_CHECKING:
     from autograder.grade import GradeOptions
@@ -25,6 +25,7 @@ class ClassTally:
     students: dict[str, tuple[float, float, tuple[float, ...]]] = field(default_factory=dict)  # score, max, per function
     test_counts: dict[str, list[int]] = field(default_factory=dict)  # test name -> [passed, failed]
     submitted: dict[str, tuple[str | None, float]] = field(default_factory=dict)  # student -> (when, points taken off)
+    by_hand_rule_broken: dict[str, list[str]] = field(default_factory=dict)  # student -> functions that used autograd
 
     def add(self, student: str, document: dict) -> None:
         per_function = function_scores(document)
@@ -35,6 +36,11 @@ class ClassTally:
         extra = document.get("extra_data", {})
         raw = extra.get("raw_score", document["score"])
         self.submitted[student] = (extra.get("submitted"), max(0.0, round(raw - document["score"], 6)))
+        broken = extra.get("by_hand_rule_broken") or {}
+        if broken:
+            self.by_hand_rule_broken[student] = sorted(broken)
+        else:
+            self.by_hand_rule_broken.pop(student, None)  # a regrade that kept the rule
 
 
 def function_table(tally: ClassTally, points: dict[str, float]) -> list[dict]:
@@ -125,20 +131,6 @@ def write_grades_csv(out: Path, tally: ClassTally) -> Path:
     return path
 
 
-def by_hand_rule_broken(out: Path, students: list[str]) -> dict[str, list[str]]:
-    """student -> the functions that called torch autograd under the by-hand rule (from their results.json)."""
-    flagged = {}
-    for student in students:
-        try:
-            document = json.loads((student_dir(out, student) / RESULTS_FILE).read_text(encoding="utf-8"))
-            broken = document["extra_data"].get("by_hand_rule_broken") or {}
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
-            continue
-        if broken:
-            flagged[student] = sorted(broken)
-    return flagged
-
-
 def write_summary(out: Path, tally: ClassTally, options: GradeOptions, seconds: float,
                   canary: str = "not run", not_graded: int = 0, timing: dict | None = None) -> dict:
     scores = [score for score, _, _ in tally.students.values()]
@@ -156,7 +148,7 @@ def write_summary(out: Path, tally: ClassTally, options: GradeOptions, seconds: 
         "timing": timing or {},  # start-up and grading overhead of this run (grade.py: run_timing)
         "grader_errors": sorted(s for s in tally.students
                                 if (student_dir(out, s) / "grader_errors.txt").exists()),
-        "by_hand_rule_broken": by_hand_rule_broken(out, sorted(tally.students)),
+        "by_hand_rule_broken": dict(sorted(tally.by_hand_rule_broken.items())),
         "functions": function_table(tally, dict(options.assignment.points)),
         "lateness": lateness(tally, options.assignment),
         "written": written_status(options.gradebook, options.course, options.assignment.id, options.solutions_dir,

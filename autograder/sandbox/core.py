@@ -294,19 +294,20 @@ class Sandbox:
         else:
             # Private HOME, TMPDIR and a copy of the worker (bubblewrap needs none: it has its own /tmp and
             # reads the worker from a memory file).
-            private = Path(tempfile.mkdtemp(prefix="agsb-", dir=_enterable_temp() if os.geteuid() == 0 else None))
+            as_root = os.geteuid() == 0  # then the student runs as a uid of its own (policy.setuid, uids.py)
+            private = Path(tempfile.mkdtemp(prefix="agsb-", dir=_enterable_temp() if as_root else None))
             self._resources.private_dir = str(private)
             worker = install_student_files(private)
             (private / "home").mkdir()
             (private / "tmp").mkdir()
-            if os.geteuid() == 0:  # the student runs as a uid of its own (policy.setuid, uids.py), its files with it
+            if as_root:  # its files go with it
                 problem = unprivileged_can_run_python(NOBODY)  # as for any user who is not root
                 if problem is not None:
                     raise RuntimeError(
-                        f"process isolation as root runs students as nobody, who cannot enter {problem} to run this "
-                        "Python; grading them as root would let them rewrite the results. Use a Python installed "
-                        "outside /root (e.g. /usr/bin/python3.11 for the virtualenv: PYTHON=/usr/bin/python3.11 bash "
-                        "scripts/setup.sh), or install bubblewrap.")
+                        f"process isolation as root runs students as unprivileged users, who cannot enter {problem} "
+                        "to run this Python; grading them as root would let them rewrite the results. Use a Python "
+                        "installed outside /root (e.g. /usr/bin/python3.11 for the virtualenv: "
+                        "PYTHON=/usr/bin/python3.11 bash scripts/setup.sh), or install bubblewrap.")
                 os.chmod(private, 0o755)  # python lists the folder of worker.py to import its neighbours
                 self._move_workdir_to(private / "work")
                 self._resources.uid = uids.lease()

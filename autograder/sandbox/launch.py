@@ -34,15 +34,21 @@ def _preexec(rlimits: list[tuple[int, int]], join: tuple[str, ...] = (), uid: in
         for res, value in rlimits:
             resource.setrlimit(res, (value, value))
         if uid is not None:
-            os.setgroups([])
-            os.setresgid(uid, uid, uid)
-            os.setresuid(uid, uid, uid)  # leaving uid 0 clears every capability
+            _become(uid)
         if _prctl is not None:
             _prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)  # die if the grader dies (after the uid change,
             if uid is not None:                                       # which clears it)
                 _prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
 
     return setup
+
+
+def _become(uid: int) -> None:
+    """This (forked) process becomes `uid` and its own group, with no other group: leaving uid 0 clears every
+    capability, with no way back."""
+    os.setgroups([])
+    os.setresgid(uid, uid, uid)
+    os.setresuid(uid, uid, uid)
 
 
 @functools.cache
@@ -59,9 +65,7 @@ def unprivileged_can_run_python(uid: int) -> str | None:
     if pid == 0:
         try:
             os.close(read)
-            os.setgroups([])
-            os.setresgid(uid, uid, uid)
-            os.setresuid(uid, uid, uid)
+            _become(uid)
             bad = next((p for p in paths if not os.access(p, os.R_OK | os.X_OK)), "")
             os.write(write, bad.encode())
         finally:

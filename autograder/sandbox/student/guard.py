@@ -43,7 +43,7 @@ _SPAWN_POINTS = (("_thread", "start_new_thread", "a thread"), ("threading", "_st
                  ("os", "posix_spawnp", "a process"), ("_posixsubprocess", "fork_exec", "a process"),
                  ("subprocess", "_fork_exec", "a process"),
                  ("os", "system", "a process"))
-_SPAWNS = {"a thread", "a process"}
+_SPAWNS = {entry for _, _, entry in _SPAWN_POINTS}
 _spawn_guarded = []
 
 
@@ -64,9 +64,10 @@ def install_spawn_guard():
     _spawn_guarded.append(True)
 
 
-def _guarded(original, entry):
+def _guarded(original, entry, allowed=None):
+    """`original`, refused while the rule holds (unless `allowed(*args, **kwargs)` says this call may go)."""
     def guarded(*args, **kwargs):
-        if _state["active"] is not None:
+        if _state["active"] is not None and (allowed is None or not allowed(*args, **kwargs)):
             _refuse(entry)
         return original(*args, **kwargs)
 
@@ -146,27 +147,22 @@ def install():
             continue
         if id(original) in replacements:
             continue
-        allowed = _ALLOWED_WHILE_ACTIVE.get(attribute)
-        replacements[id(original)] = (original, _guarded_unless(original, entry, allowed) if allowed
-                                      else _guarded(original, entry))
+        replacements[id(original)] = (original, _guarded(original, entry, _ALLOWED_WHILE_ACTIVE.get(attribute)))
     # Tensor methods: backward, and retain_grad and register_hook, which only serve a backward pass (with grad mode
     # off they would fail with torch's own message first; this names the rule instead).
-    for method in ("backward", "retain_grad", "register_hook"):
-        original = getattr(torch.Tensor, method)
+    methods = {method: getattr(torch.Tensor, method) for method in ("backward", "retain_grad", "register_hook")}
+    for method, original in methods.items():
         replacements[id(original)] = (original, _guarded(original, f"Tensor.{method}"))
     _replace_everywhere(replacements)
-    for method in ("backward", "retain_grad", "register_hook"):
-        original = torch.Tensor.__dict__.get(method) or getattr(torch.Tensor, method)
+    for method, original in methods.items():
         setattr(torch.Tensor, method, replacements[id(original)][1])
 
-    variable = importlib.import_module("torch.autograd.variable").Variable
-    engine = variable.__dict__["_execution_engine"]
-    guarded_engine = _guarded_engine(engine)
-    variable._execution_engine = guarded_engine
+    variable_module = importlib.import_module("torch.autograd.variable")
+    guarded_engine = _guarded_engine(variable_module.Variable.__dict__["_execution_engine"])
+    variable_module.Variable._execution_engine = guarded_engine
     # A new engine object made from the class would be unguarded: the class's names give the guarded one.
     factory = lambda *a, **k: guarded_engine  # noqa: E731
-    torch._C._ImperativeEngine = factory
-    importlib.import_module("torch.autograd.variable").ImperativeEngine = factory
+    torch._C._ImperativeEngine = variable_module.ImperativeEngine = factory
     _installed.append(True)
     return True
 
@@ -209,16 +205,6 @@ def importable(name):
         return False
 
 
-def _guarded_unless(original, entry, allowed):
-    def guarded(*args, **kwargs):
-        if _state["active"] is not None and not allowed(*args, **kwargs):
-            _refuse(entry)
-        return original(*args, **kwargs)
-
-    guarded.__name__ = getattr(original, "__name__", entry)
-    return guarded
-
-
 def _replace_everywhere(replacements):
     """Puts each wrapper where any loaded torch module holds the original by name."""
     for name, module in list(sys.modules.items()):
@@ -251,7 +237,6 @@ class active:
         if _state["depth"] == 0:
             _state["active"], _state["hit"] = self.function, None
             torch = sys.modules.get("torch")
-            self._grad = None
             if self.grad_off and torch is not None and _installed:
                 self._grad = torch.is_grad_enabled()
                 torch._C._set_grad_enabled(False)  # the wrapper: turning off is allowed

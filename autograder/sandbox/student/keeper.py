@@ -182,7 +182,7 @@ def _run_student(req, fds, libc):
     for res, value in req["rlimits"]:
         resource.setrlimit(res, (value, value))  # soft = hard: student code cannot raise them
     _limit_memory(req["memory_bytes"])
-    if req["namespaces"] or req["uid"] is not None:  # the process level as root: become nobody all the same
+    if req["namespaces"] or req["uid"] is not None:  # the process level as root: the student's own uid all the same
         _drop_privileges(libc, req["uid"])
     os.chdir(req["cwd"])
     if req.get("copy_from"):
@@ -195,7 +195,8 @@ def _run_student(req, fds, libc):
     os.environ.update(req["env"])
     sys.path[0] = req["cwd"]
     sys.argv[1:] = ["3", "4"]  # as a worker started from scratch: the request and reply fds
-    Worker(3, 4, req["reply_limit"], req.get("by_hand", ())).serve()  # sys.stdout and sys.stderr write to fds 1 and 2: now the student's
+    # sys.stdout and sys.stderr write to fds 1 and 2: now the student's
+    Worker(3, 4, req["reply_limit"], req.get("by_hand", ())).serve()
 
 
 def _init(req, fds, libc, report_fd):
