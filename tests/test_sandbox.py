@@ -455,8 +455,8 @@ def test_disk_is_capped_per_student_and_nothing_is_left_on_the_host(open_sandbox
         assert not (sb.workdir / "big0").exists() and not (sb.workdir / "d").exists()
     else:
         assert (sb.workdir / "big0").exists()
-    workdir = sb.workdir
     sb.close()
+    workdir = sb.workdir  # the caller's folder (while open, the sandbox may have moved it where the student runs)
     assert remove_tree(workdir) == []
     assert not workdir.exists()
 
